@@ -1,0 +1,5 @@
+import sys
+
+from radscale.cli.main import main
+
+sys.exit(main())

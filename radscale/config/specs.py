@@ -1,0 +1,189 @@
+"""Typed, frozen specs for a sweep job (validated from TOML; unknown keys are refused).
+
+Every choice the papers leave open is a field here with a documented default, so it is recorded with each run.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class PhantomSpec(Spec):
+    n_images: int = Field(1600, ge=50, description="images generated when no manifest is given")
+    seed: int = 0
+    profile: str = "default"
+    image_size: int = Field(128, ge=32, description="side of the generated square images")
+
+
+class SplitSpec(Spec):
+    """Patient-level split fractions; patients (not images) are assigned, so splits are patient-disjoint."""
+    pretrain: float = Field(0.7, gt=0, lt=1)
+    probe_train: float = Field(0.12, gt=0, lt=1)
+    probe_val: float = Field(0.06, gt=0, lt=1)
+    test: float = Field(0.12, gt=0, lt=1)
+    seed: int = Field(0, description="seeds the patient assignment and the nested-subset permutation")
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> "SplitSpec":
+        total = self.pretrain + self.probe_train + self.probe_val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split fractions must sum to 1 (got {total:.4f})")
+        return self
+
+
+class DataSpec(Spec):
+    manifest: str = Field("", description="manifest Parquet; empty = the phantom corpus")
+    phantom: PhantomSpec = PhantomSpec()
+    splits: SplitSpec = SplitSpec()
+    ood_manifests: dict[str, str] = Field(default_factory=dict,
+                                          description="domain name -> manifest evaluated out-of-domain")
+    ood_phantom_profile: str = Field("", description="also evaluate on a phantom of this profile (OOD)")
+    decode_size: int = Field(80, ge=16, description="images are decoded to this square size before the device")
+    allow_missing_images: bool = Field(False, description="false: a missing local image refuses the sweep")
+    max_eval_images: int = Field(0, ge=0, description="cap per eval split (0 = all)")
+
+
+class EncoderSpec(Spec):
+    name: str = Field(description="registry name: rad-dino, rad-dino-tiny, mi2, mi2-tiny")
+    objective: Literal["dinov2", "clip", "unicl"]
+    weights: str = Field("", description="local path to open weights; empty = random init (the report says so)")
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}.{self.objective}"
+
+
+class BudgetSpec(Spec):
+    """The equal budget per trial. mode 'seconds' (the paper) counts training-loop wall clock incl. stalls."""
+    mode: Literal["seconds", "samples", "gpu_hours", "flops"] = "seconds"
+    value: float = Field(gt=0)
+    stop_check_every: int = Field(1, ge=1, description="steps between collective stop checks")
+
+
+class Dinov2Spec(Spec):
+    """DINOv2 / RAD-DINO step (facebookresearch/dinov2 defaults unless noted)."""
+    global_crops: int = Field(2, ge=2, le=2)
+    local_crops: int = Field(8, ge=0)
+    global_size: int = 224
+    local_size: int = 98
+    global_scale: tuple[float, float] = (0.32, 1.0)
+    local_scale: tuple[float, float] = (0.05, 0.32)
+    n_prototypes: int = 65536
+    head_hidden: int = 2048
+    head_bottleneck: int = 256
+    head_layers: int = 3
+    student_temp: float = 0.1
+    teacher_temp: tuple[float, float] = (0.04, 0.07)
+    teacher_temp_warmup: float = Field(0.3, ge=0, le=1, description="fraction of the budget")
+    centering: Literal["ema", "sinkhorn_knopp"] = "ema"
+    center_momentum: float = 0.9
+    teacher_momentum: tuple[float, float] = (0.992, 1.0)
+    koleo_weight: float = 0.1
+    ibot_weight: float = 1.0
+    mask_ratio: tuple[float, float] = (0.1, 0.5)
+    mask_image_fraction: float = 0.5
+    freeze_last_layer: float = Field(0.01, ge=0, le=1, description="fraction of the budget")
+    layer_decay: float = 0.9
+    patch_embed_lr_mult: float = 0.2
+    weight_decay: tuple[float, float] = (0.04, 0.4)
+    # Photometric augmentation kept for single-channel CXRs (see docs/SCIENCE.md); colour ops are dropped.
+    blur_p: tuple[float, float, float] = Field((1.0, 0.1, 0.5), description="global1, global2, local (paper rates)")
+    solarize_p: float = 0.2
+    jitter_p: float = 0.8
+    flip_p: float = 0.5
+
+
+class ClipSpec(Spec):
+    """MI2 step: CLIP on image-report pairs, or UniCL adding image-label pairs."""
+    image_scale: tuple[float, float] = (0.8, 1.0)
+    random_erasing_p: float = 0.25
+    logit_scale_init: float = Field(1.0, description="MI2 initialises the log scale to 1.0 (scale e)")
+    context_length: int = 77
+    label_sampling: Literal["one_positive"] = "one_positive"
+    positive_policy: Literal["any_shared", "sample_one"] = "any_shared"
+    prompt_templates: tuple[str, ...] = ("a chest x-ray showing {label}.", "{label}.", "findings of {label}.")
+    no_finding_prompt: str = "no acute cardiopulmonary abnormality"
+    weight_decay: float = 0.2
+
+
+class TrainSpec(Spec):
+    batch_size: int = Field(32, ge=1, description="per worker")
+    lr: float = Field(5e-4, gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    warmup: float = Field(0.1, ge=0, lt=1, description="fraction of the budget")
+    grad_clip: float = Field(3.0, gt=0)
+    zero_stage: int = Field(2, ge=0, le=2, description="DeepSpeed ZeRO stage (3 needs gathered EMA; not offered)")
+    precision: Literal["fp32", "bf16"] = "fp32"
+    report_every_s: float = Field(2.0, gt=0)
+    checkpoint_every_s: float = Field(0.0, ge=0, description="0 = only the final checkpoint")
+    prefetch_batches: int = Field(2, ge=0)
+    batch_wait_s: float = Field(0.25, gt=0, description="bounded wait for a batch, so the stop lands on time")
+    seed_offset: int = 0
+    dinov2: Dinov2Spec = Dinov2Spec()
+    clip: ClipSpec = ClipSpec()
+
+
+class HardwareSpec(Spec):
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0, description="logical CPUs a Train worker reserves in Ray")
+    torch_threads: int = Field(0, ge=0, description="intra-op threads per CPU worker; 0 = ceil(cpus_per_worker)")
+    gpus_per_worker: float = Field(0.0, ge=0)
+    data_cpus: float = Field(1.0, gt=0, description="CPU cap of each trial's Ray Data pipeline")
+    peak_tflops: float = Field(0.0, ge=0, description="per-device peak for MFU; 0 = unknown")
+    node_price_per_hour: float = Field(0.0, ge=0, description="$/h of one worker's share, for cost figures")
+    max_failures: int = Field(2, ge=0, description="worker-group restarts per trial (from its last checkpoint)")
+
+
+class EvalSpec(Spec):
+    tasks: tuple[Literal["findings", "tubes"], ...] = ("findings", "tubes")
+    batch_size: int = Field(64, ge=1)
+    actors: int = Field(1, ge=1, description="actor-pool size for frozen-feature extraction")
+    actor_gpus: float = Field(0.0, ge=0)
+    probe_c_grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
+    min_positives: int = Field(5, ge=1, description="labels with fewer test positives are skipped (logged)")
+    uncertain: Literal["exclude", "positive", "negative"] = "exclude"
+    unmentioned: Literal["negative", "exclude"] = "negative"
+    bootstrap: int = Field(200, ge=10)
+    seed: int = 0
+
+
+class TrackingSpec(Spec):
+    uri: str = Field("", description="MLflow tracking URI; empty = sqlite under the output dir")
+    experiment: str = Field("", description="empty = the sweep name")
+
+
+class SweepSpec(Spec):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    output_dir: str = "runs"
+    seeds: tuple[int, ...] = (0,)
+    max_concurrent_trials: int = Field(1, ge=1)
+    ray_address: str = Field("", description="empty = $RAY_ADDRESS (set by `ray job submit`) or a local Ray")
+
+
+class JobSpec(Spec):
+    sweep: SweepSpec
+    data: DataSpec = DataSpec()
+    encoders: tuple[EncoderSpec, ...] = Field(min_length=1)
+    sizes: tuple[int, ...] = Field(min_length=1)
+    budget: BudgetSpec
+    train: TrainSpec = TrainSpec()
+    hardware: HardwareSpec = HardwareSpec()
+    eval: EvalSpec = EvalSpec()
+    tracking: TrackingSpec = TrackingSpec()
+
+    @model_validator(mode="after")
+    def _check(self) -> "JobSpec":
+        if any(n <= 0 for n in self.sizes):
+            raise ValueError("sizes must be positive image counts")
+        if list(self.sizes) != sorted(set(self.sizes)):
+            raise ValueError("sizes must be strictly increasing")
+        keys = [e.key for e in self.encoders]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"duplicate encoder/objective pair in encoders: {keys}")
+        return self

@@ -1,0 +1,51 @@
+"""Loading weights from local paths (never a hub download at run time).
+
+Formats: a radscale `encoder.pt` (what every trial writes for evaluation). Open-weight layouts (RAD-DINO's
+DINOv2 keys and Hugging Face `Dinov2Model`, MI2) load through `radscale.models.open_weights` when present.
+Loads are strict unless the caller asks otherwise: a silent partial load would make a trained encoder look
+like random init.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from radscale.errors import RadscaleError
+
+
+def load_state(path: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.exists():
+        raise RadscaleError(f"{path}: checkpoint not found")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        return load_file(str(path))
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    return obj.get("state_dict", obj) if isinstance(obj, dict) else obj
+
+
+def load_into(module: nn.Module, state: dict[str, torch.Tensor], where: str, strict: bool = True) -> dict:
+    result = module.load_state_dict(state, strict=False)
+    report = {"missing": list(result.missing_keys), "unexpected": list(result.unexpected_keys)}
+    if strict and (report["missing"] or report["unexpected"]):
+        raise RadscaleError(f"{where}: {len(report['missing'])} missing and {len(report['unexpected'])} "
+                            f"unexpected keys (e.g. {(report['missing'] + report['unexpected'])[:3]}); "
+                            "refusing a partial load")
+    return report
+
+
+def load_open_weights(task_or_model: nn.Module, encoder) -> dict:
+    """Initialise a task's image encoder from `encoder.weights` (a radscale encoder.pt / safetensors)."""
+    target = _image_encoder(task_or_model)
+    state = load_state(encoder.weights)
+    return load_into(target, state, encoder.weights)
+
+
+def _image_encoder(m: nn.Module) -> nn.Module:
+    if hasattr(m, "student"):
+        return m.student.backbone
+    if hasattr(m, "image_encoder"):
+        return m.image_encoder
+    return m

@@ -1,0 +1,33 @@
+"""Text tower for MI2: open_clip's transformer, bidirectional with a padding mask, CLIP BPE tokenizer."""
+from __future__ import annotations
+
+import torch
+from open_clip.tokenizer import SimpleTokenizer
+from open_clip.transformer import TextTransformer
+from torch import nn
+
+
+class TextEncoder(nn.Module):
+    def __init__(self, *, width: int, layers: int, heads: int, output_dim: int, context_length: int = 77,
+                 pool: str = "argmax"):
+        super().__init__()
+        # MI2's text encoder is bidirectional: no causal mask, pad tokens masked out.
+        # Pooling at the end-of-text token ('argmax': CLIP BPE's eot has the largest id) is our choice.
+        self.tower = TextTransformer(context_length=context_length, vocab_size=49408, width=width, heads=heads,
+                                     layers=layers, output_dim=output_dim, no_causal_mask=True,
+                                     use_pad_mask=True, pad_id=0, pool_type=pool)
+        self.context_length = context_length
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.tower(tokens)
+
+
+_TOKENIZER: SimpleTokenizer | None = None
+
+
+def tokenize(texts: list[str], context_length: int = 77) -> torch.Tensor:
+    """CLIP BPE (vocabulary ships in the open_clip wheel), truncated with the eot token kept."""
+    global _TOKENIZER
+    if _TOKENIZER is None:
+        _TOKENIZER = SimpleTokenizer(context_length=context_length)
+    return _TOKENIZER(texts, context_length=context_length)

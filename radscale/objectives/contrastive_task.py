@@ -1,0 +1,111 @@
+"""The MI2 step: CLIP on image-report pairs ('clip'), or UniCL adding image-label pairs ('unicl').
+
+UniCL (Yang et al., CVPR 2022) treats every text sharing a label key as a positive. How a multi-label CXR becomes
+positives is not published for MI2; ours is explicit (ClipSpec.label_sampling / positive_policy):
+each image gets one prompt for a label sampled uniformly from its positive labels (or the no-finding prompt);
+with 'any_shared' an image is positive with every label prompt whose label it carries; with 'sample_one' only
+with prompts of its own sampled label (see radscale.objectives.unicl). Reports are always unique keys, so 'clip' is exactly the CLIP loss.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from radscale.config.specs import ClipSpec
+from radscale.data import transforms as T
+from radscale.models.clip_model import TwoTowerModel
+from radscale.models.text import tokenize
+from radscale.objectives.distributed import all_gather_no_grad, rank
+from radscale.objectives.unicl import gather_keys, positives_from_label_sets, unicl_loss
+
+
+class ContrastiveTask(nn.Module):
+    def __init__(self, model: TwoTowerModel, spec: ClipSpec, variant: str, prompt_labels: list[str],
+                 prompt_names: list[str], image_size: int, seed: int = 0):
+        super().__init__()
+        if variant not in ("clip", "unicl"):
+            raise ValueError(f"unknown contrastive variant {variant!r}")
+        self.model = model
+        self.spec = spec
+        self.variant = variant
+        self.prompt_labels = list(prompt_labels)
+        self.image_size = image_size
+        # Prompt tokens for every (label, template), plus the no-finding prompt as label index L.
+        texts = [t.format(label=name) for name in prompt_names for t in spec.prompt_templates]
+        texts.append(spec.no_finding_prompt)
+        self.register_buffer("prompt_tokens", tokenize(texts, spec.context_length), persistent=False)
+        self._seed = seed
+        self._gen: torch.Generator | None = None
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        if self._gen is None or self._gen.device != device:
+            self._gen = torch.Generator(device=device).manual_seed(self._seed)
+        return self._gen
+
+    @torch.no_grad()
+    def make_views(self, images: torch.Tensor) -> torch.Tensor:
+        s, x = self.spec, T.to_float(images)
+        g = self._generator(x.device)
+        v = T.random_resized_crop(x, self.image_size, s.image_scale, g)     # MI2: no flips
+        v = T.brightness_contrast(v, 0.8, g)
+        return T.random_erasing(v, s.random_erasing_p, g)
+
+    @torch.no_grad()
+    def _sample_prompts(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """labels [B, L] (1 = positive) -> prompt token rows [B, C] and sampled label index [B] (L = none)."""
+        g = self._generator(labels.device)
+        pos = labels > 0
+        n_lab = pos.shape[1]
+        weights = torch.cat([pos.float(), (~pos.any(1, keepdim=True)).float()], dim=1)
+        key = torch.multinomial(weights, 1, generator=g).squeeze(1)
+        n_t = len(self.spec.prompt_templates)
+        tmpl = torch.randint(0, n_t, key.shape, generator=g, device=key.device)
+        row = torch.where(key < n_lab, key * n_t + tmpl, torch.full_like(key, n_lab * n_t))
+        return self.prompt_tokens[row], key
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor, labels: torch.Tensor,
+                progress: float) -> tuple[torch.Tensor, dict]:
+        """Local features in; unicl_loss gathers them across ranks, and the positives are built from keys
+        gathered in the same rank order."""
+        img = self.model.encode_image(self.make_views(images))
+        txt = self.model.encode_text(tokens)
+        b = img.shape[0]
+        if self.variant == "clip":
+            n = all_gather_no_grad(torch.tensor([b], device=img.device)).sum().item()
+            positives = torch.eye(int(n), dtype=torch.bool, device=img.device)
+            loss = unicl_loss(img, txt, positives, self.model.logit_scale.exp().squeeze())
+        else:
+            # UniCL triplets: (image, its report, -1) and (image, prompt of a sampled label, label index).
+            prompt_tokens, key = self._sample_prompts(labels)
+            pos = labels > 0
+            image_labels = torch.cat([pos, ~pos.any(1, keepdim=True)], dim=1)    # last column = no finding
+            ids = torch.arange(b, device=img.device) + rank() * 10**6
+            texts = torch.cat([txt, self.model.encode_text(prompt_tokens)])
+            text_labels = torch.cat([torch.full_like(key, -1), key])
+            g_labels, g_text_labels, g_ids = gather_keys(torch.cat([image_labels, image_labels]), text_labels,
+                                                         torch.cat([ids, ids]))
+            positives = positives_from_label_sets(g_labels, g_text_labels, self.spec.positive_policy, g_ids)
+            loss = unicl_loss(torch.cat([img, img]), texts, positives, self.model.logit_scale.exp().squeeze())
+        metrics = {"loss": loss.detach(), "logit_scale": self.model.logit_scale.detach().exp().squeeze()}
+        return loss, metrics
+
+    def after_step(self, progress: float) -> float:
+        return 0.0
+
+    def eval_encoder(self) -> nn.Module:
+        return self.model.image_encoder
+
+    def extra_state(self) -> dict:
+        return {"generator": self._gen.get_state() if self._gen is not None else None}
+
+    def load_extra_state(self, state: dict) -> None:
+        if state.get("generator") is not None:
+            self._generator(torch.device("cpu")).set_state(state["generator"])
+
+    def param_groups(self, lr_decay: float = 1.0, patch_embed_mult: float = 1.0) -> list[dict]:
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim <= 1 or "logit_scale" in name else decay).append(p)
+        return [{"params": decay, "lr_scale": 1.0, "wd_scale": 1.0, "last_layer": False},
+                {"params": no_decay, "lr_scale": 1.0, "wd_scale": 0.0, "last_layer": False}]

@@ -1,0 +1,75 @@
+"""Ray Data pipelines: a trial's nested pretraining subset, and the evaluation images."""
+from __future__ import annotations
+
+import numpy as np
+import ray.data
+from ray.data.expressions import col
+
+from radscale.data.images import ImageDecodeError, decode_image
+from radscale.data.vocab import Vocabulary
+from radscale.train.batches import TrainBatchBuilder, square_uint8
+
+TASK_CPUS = 0.25      # small CPU share per data task so reads/decodes fit beside the training worker
+
+
+def subset_filter(size: int):
+    """subset(n) = the first n images of the seeded pretraining permutation: an Arrow expression filter."""
+    return (col("split") == "pretrain") & (col("rank") < size)
+
+
+def _train_batch(batch: dict, objective: str, decode_size: int, context_length: int, quarantine_dir: str) -> dict:
+    return TrainBatchBuilder(objective, decode_size, context_length, Vocabulary(), quarantine_dir)(batch)
+
+
+def trial_dataset(manifest: str, size: int, objective: str, decode_size: int, context_length: int,
+                  quarantine_dir: str, label_columns: list[str], seed: int) -> ray.data.Dataset:
+    cols = ["image_id", "uri"]
+    if objective != "dinov2":
+        cols += ["report"] + label_columns
+    ds = ray.data.read_parquet(manifest, ray_remote_args={"num_cpus": TASK_CPUS})
+    ds = ds.filter(expr=subset_filter(size)).select_columns(cols)
+    ds = ds.randomize_block_order(seed=seed)
+    return ds.map_batches(_train_batch, fn_kwargs=dict(objective=objective, decode_size=decode_size,
+                                                       context_length=context_length,
+                                                       quarantine_dir=quarantine_dir),
+                          batch_size=32, num_cpus=TASK_CPUS)
+
+
+def _eval_batch(batch: dict, size: int, quarantine_dir: str) -> dict:
+    builder = TrainBatchBuilder("dinov2", size, quarantine_dir=quarantine_dir)
+    images, ids = [], []
+    for image_id, uri in zip(batch["image_id"], batch["uri"]):
+        try:
+            dec = decode_image(str(uri), short_side=size, upscale=True)
+        except ImageDecodeError as err:
+            builder._quarantine(str(image_id), err)
+            continue
+        images.append(square_uint8(dec.pixels, size))
+        ids.append(str(image_id))
+    return {"image_id": np.asarray(ids, dtype=object),
+            "image": np.stack(images) if images else np.zeros((0, size, size), np.uint8)}
+
+
+def eval_images(rows_path: str, size: int, quarantine_dir: str) -> ray.data.Dataset:
+    """Decoded eval images (materialised once, reused by every trial's extraction)."""
+    ds = ray.data.read_parquet(rows_path, ray_remote_args={"num_cpus": TASK_CPUS}).select_columns(["eval_id", "uri"])
+    ds = ds.rename_columns({"eval_id": "image_id"})
+    ds = ds.map_batches(_eval_batch, fn_kwargs=dict(size=size, quarantine_dir=quarantine_dir), batch_size=64,
+                        num_cpus=TASK_CPUS)
+    return ds.materialize()
+
+
+def extract_features(images: ray.data.Dataset, encoder_name: str, checkpoint: str, batch_size: int,
+                     actors: int, actor_gpus: float) -> tuple[list[str], np.ndarray]:
+    """Frozen features through an actor pool (model loaded once per actor)."""
+    from radscale.evaluate.extract import FeatureExtractor
+
+    device = "cuda" if actor_gpus > 0 else "cpu"
+    out = images.map_batches(FeatureExtractor, fn_constructor_kwargs=dict(encoder_name=encoder_name,
+                                                                          checkpoint=checkpoint, device=device,
+                                                                          threads=0 if actor_gpus else 1),
+                             batch_size=batch_size, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
+                             num_gpus=actor_gpus or None, num_cpus=1 if not actor_gpus else None)
+    df = out.to_pandas()
+    feats = np.stack([np.asarray(f, dtype=np.float32) for f in df["features"]]) if len(df) else np.zeros((0, 0))
+    return df["image_id"].astype(str).tolist(), feats

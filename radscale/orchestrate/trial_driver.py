@@ -1,0 +1,71 @@
+"""A Tune function trainable that drives one trial: a Ray Train TorchTrainer with DeepSpeed in its workers.
+
+Train V2 cannot run under `Tuner(TorchTrainer)`; the pattern is this small driver calling `fit()` (RAY.md).
+The Train run is named by the trial id, so a re-run after an interruption resumes from its last checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import ray.train
+from ray.data import DataContext, ExecutionOptions, ExecutionResources
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from radscale.config.specs import JobSpec
+from radscale.orchestrate.ingest import trial_dataset
+from radscale.orchestrate.paths import SweepPaths
+from radscale.orchestrate.ray_runtime import train_loop_per_worker
+
+
+def trial_driver(config: dict, job: dict, trials: dict, manifest: str, label_columns: list, root: str) -> None:
+    spec = JobSpec.model_validate(job)
+    t = trials[config["trial_id"]]
+    paths = SweepPaths(Path(root))
+    hw, train = spec.hardware, spec.train
+    DataContext.get_current().enable_progress_bars = False
+    ds = trial_dataset(manifest, t["size"], t["encoder"]["objective"], spec.data.decode_size,
+                       train.clip.context_length, str(paths.quarantine), list(label_columns), t["seed"])
+    limits = ExecutionOptions(resource_limits=ExecutionResources(cpu=hw.data_cpus))
+    resources = {"CPU": hw.cpus_per_worker}
+    if hw.use_gpu:
+        resources["GPU"] = hw.gpus_per_worker or 1
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"job": job, "trial": t, "subset_size": t["size"],
+                           "cpu_threads": 0 if hw.use_gpu else hw.torch_threads or math.ceil(hw.cpus_per_worker)},
+        torch_config=TorchConfig(backend="nccl" if hw.use_gpu else "gloo", timeout_s=600),
+        scaling_config=ScalingConfig(num_workers=hw.num_workers, use_gpu=hw.use_gpu,
+                                     resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=f"{spec.sweep.name}.{config['trial_id']}", storage_path=str(paths.ray_storage),
+            callbacks=[TuneReportCallback()],
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            failure_config=FailureConfig(max_failures=hw.max_failures),
+            worker_runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu"}} if not hw.use_gpu else None),
+        datasets={"train": ds},
+        dataset_config=DataConfig(execution_options=limits),
+    )
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    write_trial_result(paths, config["trial_id"], t, result.metrics, result.checkpoint)
+
+
+def write_trial_result(paths: SweepPaths, trial_id: str, trial: dict, metrics: dict, checkpoint) -> None:
+    """Copy the consolidated encoder out of Train storage, then write result.json last (it marks 'done')."""
+    tdir = paths.trial_dir(trial_id)
+    tdir.mkdir(parents=True, exist_ok=True)
+    with checkpoint.as_directory() as d:
+        shutil.copyfile(Path(d) / "encoder.pt", paths.encoder(trial_id))
+        budget = json.loads((Path(d) / "budget.json").read_text())
+    clean = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
+    payload = {"trial_id": trial_id, "trial": trial, "metrics": clean, "budget": budget,
+               "checkpoint": checkpoint.path}
+    tmp = paths.result_json(trial_id).with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    tmp.replace(paths.result_json(trial_id))

@@ -1,0 +1,95 @@
+"""The budgeted training loop: short on purpose, with every distributed decision made collectively.
+
+Each iteration every rank (1) waits a bounded time for a batch, (2) joins one all-reduce of flags —
+rank 0's "budget spent" / "report now" / "checkpoint now" and each rank's "no batch yet" — and (3) steps only
+when all ranks hold a batch. So every rank runs the same number of steps and reports the same number of times
+(`ray.train.report` is a barrier), and the stop lands within half a step of the budget even during a stall.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from radscale.train.budget import BudgetClock
+from radscale.train.prefetch import BatchStream
+
+Agree = Callable[[list[float]], list[float]]          # element-wise max over ranks
+StepFn = Callable[[Any, float], dict]                   # (batch, progress) -> {"samples": int, ...metrics}
+ReportFn = Callable[[dict, bool], None]                 # (metrics, with_checkpoint)
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    batch_wait_s: float = 0.25
+    report_every_s: float = 2.0
+    checkpoint_every_s: float = 0.0
+    subset_size: int = 0
+    flops_per_sample: float = 0.0
+
+
+def run_budgeted_loop(*, stream: BatchStream, clock: BudgetClock, step: StepFn, agree: Agree,
+                      report: ReportFn, settings: LoopSettings, is_chief: bool,
+                      wall: Callable[[], float] = time.monotonic, first_step_s: float = 0.0,
+                      first_step_samples: int = 0) -> dict:
+    """Runs until rank 0 says the budget is spent; returns the final metrics (already reported).
+
+    `first_step_s` / `first_step_samples` (the warm-up step) seed the step-size estimate of the stop rule.
+    """
+    state = clock.state
+    batch = None
+    step_s = first_step_s              # EMA of step duration, for the midpoint stop rule
+    step_samples = first_step_samples
+    last_report = last_ckpt = wall()
+    last_metrics: dict = {}
+    while True:
+        if batch is None:
+            t = wall()
+            batch = stream.get(timeout=settings.batch_wait_s)
+            state.stall_s += wall() - t
+        now = wall()
+        flags = [0.0, 0.0, 0.0, 0.0 if batch is not None else 1.0]
+        if is_chief:
+            flags[0] = float(clock.should_stop(step_s, step_samples, step_samples * settings.flops_per_sample))
+            flags[1] = float(now - last_report >= settings.report_every_s)
+            flags[2] = float(settings.checkpoint_every_s > 0 and now - last_ckpt >= settings.checkpoint_every_s)
+        stop, do_report, do_ckpt, not_ready = agree(flags)
+        if stop:
+            break
+        if do_report or do_ckpt:
+            clock.sync()
+            report(_metrics(clock, last_metrics, settings), bool(do_ckpt))
+            last_report = wall()
+            if do_ckpt:
+                last_ckpt = last_report
+        if not_ready:
+            continue
+        t = wall()
+        out = step(batch, clock.progress())
+        batch = None
+        dt = wall() - t
+        step_s = dt if step_s == 0 else 0.7 * step_s + 0.3 * dt
+        step_samples = int(out.pop("samples"))
+        state.samples += step_samples
+        state.steps += 1
+        state.flops += step_samples * settings.flops_per_sample
+        last_metrics = out
+    clock.sync()
+    final = _metrics(clock, last_metrics, settings)
+    report(final, True)
+    return final
+
+
+def _metrics(clock: BudgetClock, step_metrics: dict, settings: LoopSettings) -> dict:
+    s = clock.state
+    m = dict(step_metrics)
+    m.update(steps=s.steps, samples_seen=s.samples, train_s=s.elapsed_s, stall_s=s.stall_s,
+             startup_s=s.startup_s, progress=clock.progress(s.elapsed_s), budget_used=clock.used(s.elapsed_s),
+             budget_deviation=clock.deviation(), restarts=s.restarts,
+             images_per_s=s.samples / s.elapsed_s if s.elapsed_s > 0 else 0.0)
+    if settings.subset_size:
+        m["epochs"] = s.samples / settings.subset_size
+    if settings.flops_per_sample and s.elapsed_s > 0:
+        m["flops_per_sample"] = settings.flops_per_sample
+        m["achieved_tflops"] = s.flops / s.elapsed_s / 1e12
+    return m

@@ -1,0 +1,105 @@
+"""One trial's worker: build the task and DeepSpeed engine, restore, warm up, run the budgeted loop.
+
+Everything Ray-specific reaches this function through `runtime` (rank, collectives, the batch stream, report),
+so the same code runs in-process in unit tests and inside a Ray Train worker.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from typing import Any, Iterable, Protocol
+
+import torch
+
+from radscale.config.specs import JobSpec
+from radscale.config.trial import TrialSpec
+from radscale.objectives.build import build_task
+from radscale.train.budget import BudgetClock, BudgetState
+from radscale.train.checkpoint import load_checkpoint, save_checkpoint
+from radscale.train.engine import apply_schedules, build_engine
+from radscale.train.flops import count_flops_per_sample
+from radscale.train.loop import LoopSettings, run_budgeted_loop
+from radscale.train.prefetch import BatchStream
+
+
+class Runtime(Protocol):
+    rank: int
+    world_size: int
+    device: torch.device
+
+    def agree(self, flags: list[float]) -> list[float]: ...
+    def epoch_batches(self, epoch: int) -> Iterable[dict[str, Any]]: ...
+    def report(self, metrics: dict, checkpoint_dir: str | None) -> None: ...
+    def restore_dir(self) -> str | None: ...
+
+
+def _inputs(task_objective: str, batch: dict, device: torch.device) -> dict:
+    images = torch.as_tensor(batch["image"]).to(device, non_blocking=True)
+    if task_objective == "dinov2":
+        return {"images": images}
+    return {"images": images, "tokens": torch.as_tensor(batch["tokens"]).long().to(device),
+            "labels": torch.as_tensor(batch["labels"]).to(device)}
+
+
+def train_trial(job: JobSpec, trial: TrialSpec, subset_size: int, runtime: Runtime) -> dict:
+    t_start = time.monotonic()
+    objective = trial.encoder.objective
+    train = job.train
+    seed = trial.seed + train.seed_offset
+    task = build_task(trial.encoder, train, seed, rank=runtime.rank).to(runtime.device)
+    stream = BatchStream(runtime.epoch_batches, maxsize=max(1, train.prefetch_batches))
+    try:
+        first = None
+        while first is None:                  # the first batch is startup, not budget
+            first = stream.get(timeout=1.0)
+        inputs = _inputs(objective, first, runtime.device)
+        flops = count_flops_per_sample(task, inputs) if runtime.device.type != "meta" else 0.0
+        engine, optimizer = build_engine(task, train, objective, runtime.world_size, job.hardware.use_gpu)
+        state = BudgetState()
+        restore = runtime.restore_dir()
+        if restore:
+            state = load_checkpoint(restore, engine, task)
+            state.restarts += 1
+        clock = BudgetClock(job.budget, state, devices=runtime.world_size)
+        meta = {"trial_id": trial.trial_id, "encoder": trial.encoder.name, "objective": objective,
+                "size": trial.size, "seed": trial.seed}
+
+        def step(batch: dict, progress: float) -> dict:
+            sched = apply_schedules(optimizer, train, objective, progress)
+            loss, metrics = engine(**_inputs(objective, batch, runtime.device), progress=progress)
+            engine.backward(loss)
+            engine.step()
+            momentum = task.after_step(progress)
+            out = {k: float(v) for k, v in metrics.items()}
+            out.update(sched)
+            if objective == "dinov2":
+                out["teacher_momentum"] = momentum
+            out["samples"] = int(batch["image"].shape[0]) * runtime.world_size
+            return out
+
+        # Warm-up step on the first batch: compile/allocation costs land in startup_s, not in the budget.
+        t_warm = time.monotonic()
+        warm = step(first, clock.progress())
+        warm_s = time.monotonic() - t_warm
+        warm_samples = warm.pop("samples")
+        state.samples += warm_samples
+        state.steps += 1
+        state.startup_s += time.monotonic() - t_start
+        clock.start()
+
+        def report(metrics: dict, with_checkpoint: bool) -> None:
+            if not with_checkpoint:
+                runtime.report(metrics, None)
+                return
+            with tempfile.TemporaryDirectory(prefix="radscale-ckpt-") as tmp:
+                save_checkpoint(tmp, engine, task, clock.state, meta, runtime.rank == 0)
+                runtime.report(metrics, tmp)
+
+        settings = LoopSettings(batch_wait_s=train.batch_wait_s, report_every_s=train.report_every_s,
+                                checkpoint_every_s=train.checkpoint_every_s, subset_size=subset_size,
+                                flops_per_sample=flops)
+        return run_budgeted_loop(stream=stream, clock=clock, step=step, agree=runtime.agree, report=report,
+                                 settings=settings, is_chief=runtime.rank == 0, first_step_s=warm_s,
+                                 first_step_samples=warm_samples)
+    finally:
+        stream.close()

@@ -1,0 +1,138 @@
+"""One end-to-end sweep on a real local Ray instance (Tune -> Train + DeepSpeed -> Ray Data -> actor-pool
+extraction -> probes -> fits -> report -> MLflow sqlite), then a re-run that must train nothing."""
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+JOB = """
+sizes = [60, 120, 240]
+[sweep]
+name = "e2e"
+output_dir = "{out}"
+[data]
+decode_size = 48
+ood_phantom_profile = "scanner-b"
+[data.phantom]
+n_images = 480
+image_size = 64
+[[encoders]]
+name = "rad-dino-tiny"
+objective = "dinov2"
+[[encoders]]
+name = "mi2-tiny"
+objective = "unicl"
+[budget]
+value = 4.0
+[train]
+batch_size = 8
+report_every_s = 1.0
+[train.dinov2]
+global_size = 32
+local_size = 16
+local_crops = 2
+n_prototypes = 256
+head_hidden = 64
+head_bottleneck = 32
+[hardware]
+cpus_per_worker = 0.5
+torch_threads = 2
+data_cpus = 0.75
+[eval]
+bootstrap = 50
+min_positives = 3
+"""
+
+
+def _radscale(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "radscale", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=1500)
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    job = tmp / "job.toml"
+    job.write_text(JOB.format(out=tmp / "runs"))
+    t0 = time.monotonic()
+    first = _radscale("sweep", str(job), cwd=tmp)
+    first_s = time.monotonic() - t0
+    assert first.returncode == 0, first.stderr[-3000:]
+    return tmp, job, first, first_s
+
+
+def test_report_results_and_budget(sweep):
+    tmp, job, first, _ = sweep
+    report = Path(first.stdout.strip().splitlines()[-1].split("report ", 1)[1])
+    assert report.exists() and report.name == "report.html"
+    assert (report.parent / "findings-in-domain.png").exists()
+    root = tmp / "runs" / "e2e"
+    results = pd.read_parquet(root / "results.parquet")
+    ids = {f"{e}.n{n}.s0" for e in ("rad-dino-tiny.dinov2", "mi2-tiny.unicl") for n in (0, 60, 120, 240)}
+    assert set(results["trial_id"]) == ids
+    assert {"in-domain", "phantom-scanner-b"} <= set(results["domain"])
+    macro = results[(results.label == "macro") & (results.metric == "auroc")]
+    assert ((macro.ci_lo <= macro.value) & (macro.value <= macro.ci_hi)).all()
+    for tid in ids - {i for i in ids if ".n0." in i}:
+        res = json.loads((root / "trials" / tid / "result.json").read_text())["metrics"]
+        assert res["steps"] > 1 and res["startup_s"] > 0 and res["images_per_s"] > 0
+        # Half a step at most either side; steps here are ~0.1-0.5 s, the machine is shared.
+        assert abs(res["budget_deviation"]) < 0.15, (tid, res["budget_deviation"])
+        assert res["epochs"] == pytest.approx(res["samples_seen"] / int(tid.split(".n")[1].split(".")[0]))
+
+
+def test_mlflow_runs_match_trials(sweep):
+    tmp, *_ = sweep
+    from radscale.tracking.tracker import MLflowTracker
+
+    runs = MLflowTracker(f"sqlite:///{tmp / 'runs' / 'mlflow.db'}", "e2e").runs()
+    by_name = {r["name"]: r for r in runs}
+    results = pd.read_parquet(tmp / "runs" / "e2e" / "results.parquet")
+    assert set(by_name) == set(results["trial_id"]) | {"e2e"}
+    assert all(r["status"] == "FINISHED" for r in runs)
+    trained = [r for n, r in by_name.items() if n != "e2e" and ".n0." not in n]
+    for r in trained:
+        assert "train/loss" in r["metrics"] and "summary/train_s" in r["metrics"]
+        assert "eval/findings/in-domain/auroc" in r["metrics"]
+        assert r["tags"]["mlflow.parentRunId"] == by_name["e2e"]["run_id"]
+
+
+def test_no_report_text_reaches_tracking(sweep):
+    tmp, *_ = sweep
+    manifest = next((tmp / "runs" / "_phantom").glob("default-*/manifest.parquet"))
+    reports = [r for r in pq.read_table(manifest, columns=["report"]).column("report").to_pylist() if r]
+    sentences = {s.strip() for r in reports[:50] for s in r.split(".") if len(s.strip()) > 25}
+    blob = (tmp / "runs" / "mlflow.db").read_bytes()
+    with sqlite3.connect(tmp / "runs" / "mlflow.db") as db:
+        params = " ".join(v for (v,) in db.execute("select value from params"))
+    leaked = [s for s in sentences if s.encode() in blob or s in params]
+    assert sentences and not leaked
+
+
+def test_rerun_trains_nothing_and_reproduces_the_report(sweep):
+    tmp, job, first, first_s = sweep
+    root = tmp / "runs" / "e2e" / "report"
+    before = {p.name: p.read_bytes() for p in root.iterdir()}
+    t0 = time.monotonic()
+    second = _radscale("sweep", str(job), cwd=tmp)
+    second_s = time.monotonic() - t0
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "6 trial(s) already complete" in second.stdout and "trained 0" in second.stdout
+    assert second_s < 0.25 * first_s, (second_s, first_s)
+    assert {p.name: p.read_bytes() for p in root.iterdir()} == before
+
+
+def test_bad_input_is_refused_before_compute(sweep):
+    tmp, job, *_ = sweep
+    out = _radscale("sweep", str(job), "--set", "sizes=[60, 120, 100000]", cwd=tmp)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "exceed the pretraining pool" in lines[0]

@@ -1,0 +1,90 @@
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from radscale.config.specs import SplitSpec
+from radscale.data.manifest import read_manifest, require_images, validate_manifest
+from radscale.data.splits import assign_splits, pool_size, subset_mask
+from radscale.errors import RadscaleError
+
+
+def _table(n=400, patients=100, seed=0):
+    rng = np.random.default_rng(seed)
+    pid = [f"P{rng.integers(0, patients):04d}" for _ in range(n)]
+    return pa.table({"image_id": [f"I{i:05d}" for i in range(n)], "patient_id": pid,
+                     "study_id": [f"S{i // 2:05d}" for i in range(n)], "uri": [f"/x/{i}.png" for i in range(n)],
+                     "pleural_effusion": pa.array(rng.choice([1, 0, -1, None], n).tolist(), pa.int8())})
+
+
+def test_valid_manifest_passes():
+    validate_manifest(_table(), "m.parquet")
+
+
+@pytest.mark.parametrize("mutate,fragment", [
+    (lambda t: t.drop_columns(["patient_id"]), "missing required column 'patient_id'"),
+    (lambda t: t.set_column(0, "image_id", pa.array(["A"] * len(t))), "row 1 column 'image_id': duplicate id 'A'"),
+    (lambda t: t.set_column(3, "uri", pa.array(["/a"] * 5 + [None] + ["/a"] * (len(t) - 6))), "row 5 column 'uri': null"),
+    (lambda t: t.set_column(4, "pleural_effusion", pa.array([0] * 7 + [2] + [0] * (len(t) - 8), pa.int8())),
+     "row 7 column 'pleural_effusion': label must be 1, 0, -1 or null (got 2)"),
+    (lambda t: t.set_column(2, "study_id", pa.array(list(range(len(t))))), "column 'study_id' must be string"),
+])
+def test_bad_manifest_names_row_and_column(mutate, fragment):
+    with pytest.raises(RadscaleError) as err:
+        validate_manifest(mutate(_table()), "m.parquet")
+    assert fragment in str(err.value) and str(err.value).startswith("m.parquet:")
+
+
+def test_unreadable_and_missing_files(tmp_path):
+    with pytest.raises(RadscaleError, match="manifest not found"):
+        read_manifest(tmp_path / "none.parquet")
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet")
+    with pytest.raises(RadscaleError, match="not a readable Parquet file"):
+        read_manifest(tmp_path / "junk.parquet")
+
+
+def test_missing_image_is_one_line_with_row_and_id(tmp_path):
+    img = tmp_path / "a.png"
+    img.write_bytes(b"x")
+    t = pa.table({"image_id": ["a", "b"], "patient_id": ["p", "q"], "study_id": ["s", "t"],
+                  "uri": [str(img), str(tmp_path / "gone.png")]})
+    with pytest.raises(RadscaleError) as err:
+        require_images(t, "m.parquet")
+    assert str(err.value) == f"m.parquet: row 1 (image_id=b): image file not found: {tmp_path / 'gone.png'}"
+
+
+def test_splits_are_patient_disjoint_and_roughly_sized():
+    t = assign_splits(_table(4000, 1000), SplitSpec())
+    by_split = {}
+    for s, p in zip(t.column("split").to_pylist(), t.column("patient_id").to_pylist()):
+        by_split.setdefault(s, set()).add(p)
+    names = list(by_split)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert not by_split[a] & by_split[b]
+    frac = len(by_split["pretrain"]) / sum(len(v) for v in by_split.values())
+    assert 0.6 < frac < 0.8
+
+
+def test_nested_subsets_and_order_invariance():
+    t = assign_splits(_table(3000, 600), SplitSpec(seed=3))
+    n_pool = pool_size(t)
+    sets = [set(t.filter(subset_mask(t, n)).column("image_id").to_pylist()) for n in (10, 100, 500, n_pool)]
+    assert [len(s) for s in sets] == [10, 100, 500, n_pool]
+    assert sets[0] < sets[1] < sets[2] < sets[3]
+    ranks = t.filter(pc.equal(t.column("split"), "pretrain")).column("rank").to_numpy()
+    assert sorted(ranks) == list(range(n_pool))
+    # Shuffling rows changes neither a patient's split nor an image's rank.
+    perm = np.random.default_rng(1).permutation(len(t))
+    t2 = assign_splits(_table(3000, 600).take(pa.array(perm)), SplitSpec(seed=3))
+    a = dict(zip(t.column("image_id").to_pylist(), zip(t.column("split").to_pylist(), t.column("rank").to_pylist())))
+    b = dict(zip(t2.column("image_id").to_pylist(), zip(t2.column("split").to_pylist(), t2.column("rank").to_pylist())))
+    assert a == b
+
+
+def test_parquet_roundtrip_keeps_validation(tmp_path):
+    path = tmp_path / "m.parquet"
+    pq.write_table(assign_splits(_table(), SplitSpec()), path)
+    t = read_manifest(path)
+    assert "split" in t.column_names and "rank" in t.column_names

@@ -1,0 +1,109 @@
+"""CLIP and UniCL losses against open_clip's ClipLoss and a float64 loop written from the UniCL formula."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from open_clip.loss import ClipLoss
+
+from radscale.objectives.clip import clip_loss
+from radscale.objectives.unicl import gather_keys, positives_from_keys, positives_from_label_sets, unicl_loss
+
+
+def _features(n: int, d: int, seed: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.nn.functional.normalize(torch.randn(n, d, generator=g, dtype=dtype), dim=-1)
+
+
+def _unicl_loop(img: torch.Tensor, txt: torch.Tensor, pos: torch.Tensor, scale: float) -> torch.Tensor:
+    """UniCL from its definition, one row / column at a time, in float64."""
+    s = scale * img.double() @ txt.double().t()
+    rows, cols = [], []
+    for i in range(s.shape[0]):
+        js = pos[i].nonzero().flatten().tolist()
+        if js:
+            log_p = s[i] - torch.logsumexp(s[i], dim=0)
+            rows.append(-sum(log_p[j] for j in js) / len(js))
+    for j in range(s.shape[1]):
+        is_ = pos[:, j].nonzero().flatten().tolist()
+        if is_:
+            log_p = s[:, j] - torch.logsumexp(s[:, j], dim=0)
+            cols.append(-sum(log_p[i] for i in is_) / len(is_))
+    return 0.5 * (sum(rows) / len(rows) + sum(cols) / len(cols))
+
+
+def test_clip_loss_equals_open_clip() -> None:
+    img, txt = _features(9, 6, 0), _features(9, 6, 1)
+    scale = torch.tensor(14.3, dtype=torch.float64)
+    expected = ClipLoss()(img, txt, scale)
+    assert torch.allclose(clip_loss(img, txt, scale), expected, rtol=0, atol=1e-12)
+    img32, txt32 = img.float(), txt.float()
+    assert torch.allclose(clip_loss(img32, txt32, 14.3), ClipLoss()(img32, txt32, 14.3), atol=1e-6)
+
+
+def test_unicl_equals_open_clip_when_all_labels_differ() -> None:
+    img = _features(8, 5, 2).requires_grad_()
+    txt = _features(8, 5, 3).requires_grad_()
+    scale = torch.tensor(2.718281828, dtype=torch.float64, requires_grad=True)
+    keys = torch.arange(8)
+    ours = unicl_loss(img, txt, positives_from_keys(keys, keys), scale)
+    ref = ClipLoss()(img, txt, scale)
+    assert torch.allclose(ours, ref, rtol=0, atol=1e-12)
+    grads = torch.autograd.grad(ours, (img, txt, scale))
+    ref_grads = torch.autograd.grad(ref, (img, txt, scale))
+    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(grads, ref_grads))
+
+
+def test_unicl_with_duplicate_labels_matches_float64_loop() -> None:
+    img = _features(7, 4, 4).requires_grad_()
+    txt = _features(7, 4, 5).requires_grad_()
+    keys = torch.tensor([3, 1, 3, 0, 1, 3, 9])
+    pos = positives_from_keys(keys, keys)
+    got = unicl_loss(img, txt, pos, 10.0)
+    expected = _unicl_loop(img, txt, pos, 10.0)
+    assert torch.allclose(got, expected, atol=1e-12)
+    g_got = torch.autograd.grad(got, (img, txt))
+    g_exp = torch.autograd.grad(expected, (img, txt))
+    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(g_got, g_exp))
+    assert not torch.allclose(got, ClipLoss()(img, txt, 10.0))  # duplicates do change the loss
+
+
+def test_unicl_rectangular_batch_and_rows_without_positives() -> None:
+    img, txt = _features(4, 3, 6), _features(6, 3, 7)
+    pos = torch.zeros(4, 6, dtype=torch.bool)
+    pos[0, [0, 4]] = True
+    pos[1, 1] = True
+    pos[3, [2, 3, 5]] = True  # image 2 has no positive: it is left out of the image->text mean
+    assert torch.allclose(unicl_loss(img, txt, pos, 5.0), _unicl_loop(img, txt, pos, 5.0), atol=1e-12)
+    with pytest.raises(ValueError, match="positives"):
+        unicl_loss(img, txt, pos[:, :5], 5.0)
+
+
+def test_positives_policies_on_a_hand_made_batch() -> None:
+    # Labels: 0 effusion, 1 edema, 2 device. Pairs: image 0 + its report, image 1 + "effusion",
+    # image 2 + "edema", image 3 + "effusion"; image labels are multi-hot.
+    image_labels = torch.tensor([[1, 1, 0], [1, 0, 1], [0, 1, 0], [1, 0, 0]], dtype=torch.bool)
+    text_labels = torch.tensor([-1, 0, 1, 0])
+    sample_one = positives_from_label_sets(image_labels, text_labels, "sample_one")
+    expected_one = torch.tensor(
+        [[1, 0, 0, 0], [0, 1, 0, 1], [0, 0, 1, 0], [0, 1, 0, 1]], dtype=torch.bool
+    )  # only the sampled labels count: image 0's report pair has no sampled label
+    assert torch.equal(sample_one, expected_one)
+    any_shared = positives_from_label_sets(image_labels, text_labels, "any_shared")
+    expected_any = torch.tensor(
+        [[1, 1, 1, 1], [0, 1, 0, 1], [0, 0, 1, 0], [0, 1, 0, 1]], dtype=torch.bool
+    )  # image 0 has effusion and edema, so every label text in the batch is its positive
+    assert torch.equal(any_shared, expected_any)
+    ids = torch.tensor([5, 6, 5, 7])
+    same_image = positives_from_label_sets(image_labels, text_labels, "sample_one", image_ids=ids)
+    assert same_image[0, 2] and same_image[2, 0]  # texts made for image 5 are positives of both copies
+    with pytest.raises(ValueError, match="policy"):
+        positives_from_label_sets(image_labels, text_labels, "all")
+    with pytest.raises(ValueError, match="text_labels"):
+        positives_from_label_sets(image_labels, torch.tensor([-1, 0, 3, 0]), "any_shared")
+
+
+def test_single_process_gather_is_identity() -> None:
+    keys = torch.arange(5)
+    (gathered,) = gather_keys(keys)
+    assert torch.equal(gathered, keys)
