@@ -145,6 +145,7 @@ class EvalSpec(Spec):
     batch_size: int = Field(64, ge=1)
     actors: int = Field(1, ge=1, description="actor-pool size for frozen-feature extraction")
     actor_gpus: float = Field(0.0, ge=0)
+    models_per_pass: int = Field(8, ge=1, description="encoders extracted together in one pass over the images")
     probe_c_grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
     min_positives: int = Field(5, ge=1, description="labels with fewer test positives are skipped (logged)")
     uncertain: Literal["exclude", "positive", "negative"] = "exclude"

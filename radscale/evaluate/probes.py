@@ -11,21 +11,25 @@ from radscale.evaluate.metrics import auroc
 
 
 @dataclass(frozen=True)
-class ProbeResult:
+class LinearProbe:
+    """A fitted per-label probe: standardisation + logistic regression, C chosen on the validation split."""
     label: str
     c: float
     val_auroc: float
-    test_scores: np.ndarray            # decision scores on the test rows that have a usable label
-    test_index: np.ndarray             # positions of those rows in the test arrays
+    scaler: StandardScaler
+    clf: LogisticRegression
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        return self.clf.decision_function(self.scaler.transform(x))
 
 
-def fit_linear_probe(label: str, x_tr, y_tr, x_val, y_val, x_te, y_te, c_grid, seed: int = 0) -> ProbeResult | None:
+def fit_linear_probe(label: str, x_tr, y_tr, x_val, y_val, c_grid, seed: int = 0) -> LinearProbe | None:
     """y arrays are float with NaN for rows excluded by the label policy. None if a split lacks a class."""
-    tr, va, te = (np.isfinite(y) for y in (y_tr, y_val, y_te))
-    if len(np.unique(y_tr[tr])) < 2 or len(np.unique(y_val[va])) < 2 or len(np.unique(y_te[te])) < 2:
+    tr, va = np.isfinite(y_tr), np.isfinite(y_val)
+    if len(np.unique(y_tr[tr])) < 2 or len(np.unique(y_val[va])) < 2:
         return None
     scaler = StandardScaler().fit(x_tr[tr])
-    xs_tr, xs_va, xs_te = scaler.transform(x_tr[tr]), scaler.transform(x_val[va]), scaler.transform(x_te[te])
+    xs_tr, xs_va = scaler.transform(x_tr[tr]), scaler.transform(x_val[va])
     best = None
     for c in c_grid:
         clf = LogisticRegression(C=c, max_iter=2000, class_weight="balanced", random_state=seed)
@@ -34,7 +38,7 @@ def fit_linear_probe(label: str, x_tr, y_tr, x_val, y_val, x_te, y_te, c_grid, s
         if best is None or score > best[0]:
             best = (score, c, clf)
     score, c, clf = best
-    return ProbeResult(label, float(c), float(score), clf.decision_function(xs_te), np.flatnonzero(te))
+    return LinearProbe(label, float(c), float(score), scaler, clf)
 
 
 def label_targets(values: np.ndarray, uncertain: str, unmentioned: str) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Loading weights from local paths (never a hub download at run time).
 
 Formats: a radscale `encoder.pt` (what every trial writes for evaluation). Open-weight layouts (RAD-DINO's
-DINOv2 keys and Hugging Face `Dinov2Model`, MI2) load through `radscale.models.open_weights` when present.
+DINOv2 keys and Hugging Face `Dinov2Model`, MI2) load through `radscale.models.open_weights`.
 Loads are strict unless the caller asks otherwise: a silent partial load would make a trained encoder look
 like random init.
 """
@@ -37,10 +37,16 @@ def load_into(module: nn.Module, state: dict[str, torch.Tensor], where: str, str
 
 
 def load_open_weights(task_or_model: nn.Module, encoder) -> dict:
-    """Initialise a task's image encoder from `encoder.weights` (a radscale encoder.pt / safetensors)."""
-    target = _image_encoder(task_or_model)
-    state = load_state(encoder.weights)
-    return load_into(target, state, encoder.weights)
+    """Initialise a task from `encoder.weights`: a radscale encoder.pt, or an open-weights layout (RAD-DINO
+    DINOv2 / Hugging Face Dinov2Model, MI2) via `open_weights`, which also loads the DINO head or text tower."""
+    from radscale.models.open_weights import detect_format, load_open_weights_into
+    allow_partial = bool(getattr(encoder, "allow_partial", False))
+    source = detect_format(encoder.weights)
+    if source.format == "radscale":
+        path = source.weights[0]
+        return load_into(_image_encoder(task_or_model), load_state(path), str(path), strict=not allow_partial)
+    report = load_open_weights_into(task_or_model, encoder.weights, allow_partial=allow_partial)
+    return {"missing": list(report.missing), "unexpected": list(report.unexpected), "report": report}
 
 
 def _image_encoder(m: nn.Module) -> nn.Module:

@@ -1,6 +1,9 @@
 """Evaluation phase: frozen features via a Ray Data actor pool, probes in the driver, one table per trial."""
 from __future__ import annotations
 
+from itertools import groupby
+from typing import Callable
+
 import numpy as np
 import pandas as pd
 
@@ -14,27 +17,24 @@ from radscale.orchestrate.ingest import eval_images, extract_features
 from radscale.orchestrate.paths import SweepPaths
 
 
-class EvalImages:
-    """Decoded eval images per input size, decoded once per sweep run and shared by all trials."""
-
-    def __init__(self, data: SweepData, paths: SweepPaths):
-        self.data, self.paths, self._cache = data, paths, {}
-
-    def get(self, size: int):
-        if size not in self._cache:
-            self._cache[size] = eval_images(self.data.eval_rows, size, str(self.paths.quarantine))
-        return self._cache[size]
-
-
-def evaluate_trial(job: JobSpec, trial: TrialSpec, data: SweepData, paths: SweepPaths, images: EvalImages,
-                   vocabulary: Vocabulary) -> pd.DataFrame:
-    size = get_flavour(trial.encoder.name).img_size
-    ids, feats = extract_features(images.get(size), trial.encoder.name, str(paths.encoder(trial.trial_id)),
-                                  job.eval.batch_size, job.eval.actors, job.eval.actor_gpus)
-    meta = pd.read_parquet(data.eval_rows)
-    pos = pd.Series(np.arange(len(ids)), index=pd.Index(ids, name="eval_id"))
-    meta = meta[meta["eval_id"].isin(pos.index)].reset_index(drop=True)   # quarantined images drop out
-    feats = feats[pos.loc[meta["eval_id"]].to_numpy()]
-    table = evaluate_classification(feats, meta, job.eval, vocabulary)
-    return table.assign(trial_id=trial.trial_id, encoder=trial.encoder.name, objective=trial.encoder.objective,
-                        size=trial.size, seed=trial.seed, n_eval_images=len(meta))
+def evaluate_trials(job: JobSpec, trials: list[TrialSpec], data: SweepData, paths: SweepPaths,
+                    vocabulary: Vocabulary, on_done: Callable[[TrialSpec, pd.DataFrame], None]) -> None:
+    """Trials sharing an input size share one decode and one extraction pass (`eval.models_per_pass` at a time)."""
+    meta_all = pd.read_parquet(data.eval_rows)
+    size_of = lambda t: get_flavour(t.encoder.name).img_size  # noqa: E731
+    for size, group in groupby(sorted(trials, key=size_of), key=size_of):
+        images = eval_images(data.eval_rows, size, str(paths.quarantine))
+        group = list(group)
+        step = job.eval.models_per_pass
+        for start in range(0, len(group), step):
+            chunk = group[start:start + step]
+            ids, feats = extract_features(images, [(t.encoder.name, str(paths.encoder(t.trial_id))) for t in chunk],
+                                          job.eval.batch_size, job.eval.actors, job.eval.actor_gpus)
+            pos = pd.Series(np.arange(len(ids)), index=pd.Index(ids, name="eval_id"))
+            meta = meta_all[meta_all["eval_id"].isin(pos.index)].reset_index(drop=True)  # quarantined rows drop
+            rows = pos.loc[meta["eval_id"]].to_numpy()
+            for t, f in zip(chunk, feats):
+                table = evaluate_classification(f[rows], meta, job.eval, vocabulary)
+                table = table.assign(trial_id=t.trial_id, encoder=t.encoder.name, objective=t.encoder.objective,
+                                     size=t.size, seed=t.seed, n_eval_images=len(meta))
+                on_done(t, table)

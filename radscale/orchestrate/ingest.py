@@ -59,17 +59,16 @@ def eval_images(rows_path: str, size: int, quarantine_dir: str) -> ray.data.Data
     return ds.materialize()
 
 
-def extract_features(images: ray.data.Dataset, encoder_name: str, checkpoint: str, batch_size: int,
-                     actors: int, actor_gpus: float) -> tuple[list[str], np.ndarray]:
-    """Frozen features through an actor pool (model loaded once per actor)."""
+def extract_features(images: ray.data.Dataset, models: list[tuple[str, str]], batch_size: int,
+                     actors: int, actor_gpus: float) -> tuple[list[str], list[np.ndarray]]:
+    """Frozen features of several encoders in one pass through an actor pool (models loaded once per actor)."""
     from radscale.evaluate.extract import FeatureExtractor
 
     device = "cuda" if actor_gpus > 0 else "cpu"
-    out = images.map_batches(FeatureExtractor, fn_constructor_kwargs=dict(encoder_name=encoder_name,
-                                                                          checkpoint=checkpoint, device=device,
-                                                                          threads=0 if actor_gpus else 1),
+    out = images.map_batches(FeatureExtractor, fn_constructor_kwargs=dict(models=models, device=device,
+                                                                          threads=0 if actor_gpus else 2),
                              batch_size=batch_size, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
                              num_gpus=actor_gpus or None, num_cpus=1 if not actor_gpus else None)
     df = out.to_pandas()
-    feats = np.stack([np.asarray(f, dtype=np.float32) for f in df["features"]]) if len(df) else np.zeros((0, 0))
+    feats = [np.stack([np.asarray(f, dtype=np.float32) for f in df[f"features_{i}"]]) for i in range(len(models))]
     return df["image_id"].astype(str).tolist(), feats

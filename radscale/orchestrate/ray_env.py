@@ -5,11 +5,15 @@ import logging
 import os
 
 import ray
+import ray.data
 
 
 def init_ray(address: str = "", num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
+    # The sweep prints its own progress; Ray Data's per-operator INFO lines would drown it.
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    ray.data.DataContext.get_current().enable_progress_bars = False
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address or None, logging_level=logging.WARNING, log_to_driver=False)
         return

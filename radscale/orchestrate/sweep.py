@@ -84,16 +84,17 @@ def run_sweep(job: JobSpec, echo: Callable[[str], None] = print) -> SweepOutcome
 
     to_eval = [t for t in trials if not paths.eval_table(t.trial_id).exists()]
     if to_eval:
-        from radscale.orchestrate.evaluation import EvalImages, evaluate_trial
+        from radscale.orchestrate.evaluation import evaluate_trials
         from radscale.orchestrate.ray_env import init_ray
         init_ray(job.sweep.ray_address)
-        images = EvalImages(data, paths)
-        for t in to_eval:
-            echo(f"radscale: evaluating {t.trial_id}")
-            table = evaluate_trial(job, t, data, paths, images, vocab)
+        echo(f"radscale: evaluating {len(to_eval)} encoder(s) on frozen features")
+
+        def done(t: TrialSpec, table: pd.DataFrame) -> None:
             table.to_parquet(paths.eval_table(t.trial_id))
             run = tracker.trial_run(parent, t.trial_id, trial_params(job, t), trial_tags(t))
             tracker.log_metrics(run, eval_metrics(table))
+
+        evaluate_trials(job, to_eval, data, paths, vocab, done)
     results = collect_results(trials, paths)
     results.to_parquet(paths.results)
 

@@ -81,8 +81,8 @@ def build_report(job: JobSpec, results: pd.DataFrame, paths, data) -> Path:
                     fits_json[f"{task}/{domain}/{key}"] = fit.to_dict()
                     a, al = fit.params["a"], fit.params["alpha"]
                     ci = fit.ci.get("alpha", (np.nan, np.nan))
-                    md.append(f"- `{key}`: 1 − AUROC = {a:.3g}·N^−{al:.3g} (α 95% CI [{ci[0]:.3g}, {ci[1]:.3g}], "
-                              f"log-RMSE {fit.residuals['rmse_log']:.3f})")
+                    md.append(f"- `{key}`: 1 − AUROC = a·N^(−α) with a = {a:.3g}, α = {al:.3g} "
+                              f"(95% CI [{ci[0]:.3g}, {ci[1]:.3g}]), log-RMSE {fit.residuals['rmse_log']:.3f}")
                 else:
                     md.append(f"- `{key}`: no fit ({why})")
             keys = [k for k, f in fits.items() if f is not None]
@@ -107,11 +107,15 @@ def _trial_table(results: pd.DataFrame) -> str:
     t = results.drop_duplicates("trial_id")[cols].sort_values(["trial_id"])
     lines = ["| trial | N | samples | epochs | train s | budget dev. | img/s |", "|---|---|---|---|---|---|---|"]
     for r in t.itertuples():
-        f = lambda v, p: "—" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.{p}f}"  # noqa: E731
-        lines.append(f"| {r.trial_id} | {r.size} | {f(r.samples_seen, 0)} | {f(r.epochs, 2)} | {f(r.train_s, 1)} "
-                     f"| {f(r.budget_deviation * 100 if r.budget_deviation == r.budget_deviation and r.budget_deviation is not None else None, 2)}% "
-                     f"| {f(r.images_per_s, 1)} |")
+        lines.append(f"| {r.trial_id} | {r.size} | {_num(r.samples_seen, 0)} | {_num(r.epochs, 2)} "
+                     f"| {_num(r.train_s, 1)} | {_num(r.budget_deviation, 2, 100, '%')} | {_num(r.images_per_s, 1)} |")
     return "\n".join(lines)
+
+
+def _num(v, digits: int, scale: float = 1.0, unit: str = "") -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "—"
+    return f"{v * scale:.{digits}f}{unit}"
 
 
 def _html(markdown: str, folder: Path) -> str:

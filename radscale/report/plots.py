@@ -24,7 +24,7 @@ def plot_scaling(series: list[dict], title: str, ylabel: str, out: Path) -> Path
         fit = s.get("fit")
         if fit is not None and grid is not None:
             ax.plot(grid, 1 - fit.predict(grid), "-", color=c, alpha=0.8,
-                    label=f"{s['name']} fit: 1 − {fit.params['a']:.3g}·N^−{fit.params['alpha']:.3g}")
+                    label=f"{s['name']} fit: α = {fit.params['alpha']:.3g}")
             if len(fit.replicates):
                 lo, hi = fit.band(grid)
                 ax.fill_between(grid, 1 - hi, 1 - lo, color=c, alpha=0.12)

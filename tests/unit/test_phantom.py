@@ -196,7 +196,7 @@ def test_prevalences_within_stated_ranges(corpus):
     for uri in corpus["mask_uri"].drop_null().to_pylist():
         mask = np.asarray(Image.open(uri))
         mask_bits += [(mask >> bit & 1).any() for bit in range(len(DEVICE_TYPES))]
-    assert (mask_bits / n >= 0.15).all(), dict(zip(DEVICE_TYPES, mask_bits / n))
+    assert (mask_bits / n >= 0.15).all(), dict(zip(DEVICE_TYPES, mask_bits / n, strict=True))
 
 
 def test_findings_learnable_from_32px(corpus):
@@ -275,6 +275,13 @@ def test_bad_params_refused_with_one_line(tmp_path, kwargs, needle):
         generate_phantom(tmp_path, **kwargs)
     assert needle in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "manifest.parquet").exists()
+
+
+def test_out_dir_that_is_a_file_is_refused(tmp_path):
+    target = tmp_path / "not_a_dir"
+    target.write_text("x")
+    with pytest.raises(ValueError, match="out_dir"):
+        generate_phantom(target, 2)
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])

@@ -48,5 +48,5 @@ def test_report_is_deterministic_and_complete(tmp_path):
     assert first == second
     assert {"report.md", "report.html", "findings-in-domain.png", "fits.json"} <= set(first)
     md = (paths.report_dir / "report.md").read_text()
-    assert "alpha_mi2-tiny.clip/alpha_rad-dino-tiny.dinov2" in md and "N^−" in md
+    assert "alpha_mi2-tiny.clip/alpha_rad-dino-tiny.dinov2" in md and "N^(−α)" in md
     assert out.read_text().count("data:image/png;base64,") == 1

@@ -189,7 +189,8 @@ def render_anatomy(a: Anatomy, view: View) -> Scene:
         zone *= lw
         lung_dark[w] = zone
         # posterior ribs: bands of a warped periodic coordinate, rising then falling laterally
-        phase = (Yw + np.float32(0.3) * axw - np.float32(a.rib_curve) * axw * axw) * np.float32(2 * np.pi / a.rib_spacing)
+        phase = Yw + np.float32(0.3) * axw - np.float32(a.rib_curve) * axw * axw
+        phase *= np.float32(2 * np.pi / a.rib_spacing)
         ribs = np.clip((np.cos(phase + np.float32(a.rib_phase * 2 * np.pi)) - 0.45) * 3.0, 0.0, 1.0)
         ribs *= soft_step(np.float32(tw + 1.2) - axw, 1.0)
         ribs *= soft_step(Yw - np.float32(a.apex_y - 1.0), 1.0)

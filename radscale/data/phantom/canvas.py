@@ -92,7 +92,6 @@ def segment_distance(X: np.ndarray, Y: np.ndarray, p: tuple[float, float], q: tu
     return np.hypot(X - (p[0] + t * dx), Y - (p[1] + t * dy))
 
 
-
 def add_ellipse(s: Scene, cx: float, cy: float, rx: float, ry: float, amp: float, edge: float = 0.5,
                 within: np.ndarray | None = None, patchy: np.random.Generator | None = None) -> None:
     """Add `amp` inside a soft-edged ellipse (edge width in cm), optionally weighted by a full-size layer and

@@ -38,9 +38,14 @@ VARIANTS = {
     ("cvc", "abnormal"): ("deep_atrium", "contralateral", "jugular"),
     ("swan_ganz", "present"): ("right_pa", "left_pa"), ("chest_tube", "present"): ("apex",),
 }
-LABEL_PREFIX = {"ett": "ett", "ngt": "ngt", "cvc": "cvc"}
-CATEGORY_LABEL = {"normal": "normal", "borderline": "borderline", "abnormal": "abnormal",
-                  "incomplete": "incompletely_imaged"}
+# The RANZCR CLiP label of each device position (chest tubes have none).
+TUBE_LABELS = {
+    "ett": {"normal": "ett_normal", "borderline": "ett_borderline", "abnormal": "ett_abnormal"},
+    "ngt": {"normal": "ngt_normal", "borderline": "ngt_borderline", "abnormal": "ngt_abnormal",
+            "incomplete": "ngt_incompletely_imaged"},
+    "cvc": {"normal": "cvc_normal", "borderline": "cvc_borderline", "abnormal": "cvc_abnormal"},
+    "swan_ganz": {"present": "swan_ganz_present"},
+}
 
 
 @dataclass(frozen=True)
@@ -63,21 +68,16 @@ class StudyDevices:
     negated: tuple[str, ...] = ()
     none_stated: bool = False  # "No lines or tubes." (only when nothing is present)
 
-    def labels(self, tube_labels: tuple[str, ...]) -> dict[str, int | None]:
-        """RANZCR labels: the category stated for a named device is 1 and its other categories 0; a device stated
-        absent (removed / "no NG tube") gives 0 for all its categories; devices never named stay null."""
-        out: dict[str, int | None] = {name: None for name in tube_labels}
-        for kind in set(self.removed) | set(self.negated):
-            for name in tube_labels:
-                if name.startswith(kind + "_") or (kind == "swan_ganz" and name == "swan_ganz_present"):
-                    out[name] = 0
-        for kind, dev in self.present.items():
-            if kind == "swan_ganz":
-                out["swan_ganz_present"] = 1
-            elif kind in LABEL_PREFIX:
-                for name in tube_labels:
-                    if name.startswith(kind + "_"):
-                        out[name] = int(name == f"{kind}_{CATEGORY_LABEL[dev.position]}")
+    def labels(self, names: tuple[str, ...]) -> dict[str, int | None]:
+        """RANZCR labels among `names`: a named device's stated position is 1 and its other positions 0; a device
+        stated absent (removed, "no NG tube") is 0 throughout; a device never named stays null."""
+        out: dict[str, int | None] = {}
+        for kind, by_position in TUBE_LABELS.items():
+            dev = self.present.get(kind)
+            absent = kind in self.removed or kind in self.negated
+            for position, label in by_position.items():
+                if label in names:
+                    out[label] = int(position == dev.position) if dev is not None else (0 if absent else None)
         return out
 
     def support_label(self) -> int | None:
@@ -87,7 +87,7 @@ class StudyDevices:
 
 
 def _pick(rng: np.random.Generator, options: tuple) -> str:
-    names, p = zip(*options)
+    names, p = zip(*options, strict=True)
     return names[int(rng.choice(len(names), p=np.asarray(p) / sum(p)))]
 
 

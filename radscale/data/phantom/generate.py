@@ -18,15 +18,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from scipy.ndimage import gaussian_filter
 
 from radscale.data.phantom.anatomy import render_anatomy, sample_anatomy, vary_anatomy
-from radscale.data.phantom.canvas import View, smooth_noise
+from radscale.data.phantom.canvas import View
 from radscale.data.phantom.devices import sample_devices
 from radscale.data.phantom.findings import sample_patient, sample_study
 from radscale.data.phantom.lesions import adjust_anatomy, draw_findings
 from radscale.data.phantom.pngfile import write_png
-from radscale.data.phantom.profiles import PROFILES, Profile
+from radscale.data.phantom.profiles import PROFILES, Profile, acquire
 from radscale.data.phantom.reports import study_labels, write_report
 from radscale.data.phantom.tubes import draw_devices
 from radscale.data.vocab import DEFAULT_VOCABULARY, DEVICE_TYPES
@@ -72,25 +71,6 @@ def _plan(p: _Params, profile: Profile) -> list[int]:
     return counts
 
 
-def _acquire(att: np.ndarray, profile: Profile, view: View, rng: np.random.Generator) -> np.ndarray:
-    """Detector model: intensity curve, gamma, point-spread blur, quantum noise and mottle, quantisation."""
-    lo, hi = profile.window
-    shift, gain = rng.normal(0.0, 0.02), rng.normal(1.0, 0.04)  # exposure varies film to film
-    v = np.clip((att - np.float32(lo + shift)) * np.float32(gain / (hi - lo)), 0.0, 1.0)
-    if profile.curve == "log":
-        v = np.log1p(np.float32(3.0) * v) * np.float32(1 / np.log1p(3.0))
-    if profile.gamma != 1.0:
-        v = v ** np.float32(profile.gamma)
-    sigma = profile.blur_cm / view.cm_per_px
-    if sigma > 0.25:
-        v = gaussian_filter(v, sigma, truncate=3.0)
-    v += np.float32(profile.noise) * rng.standard_normal(v.shape, dtype=np.float32) * (0.4 + 0.6 * v)
-    v += np.float32(profile.noise * 0.8) * smooth_noise(rng, view.size, 6)
-    top = 255 if profile.bit_depth == 8 else 65535
-    out = np.rint(np.clip(v, 0.0, 1.0) * np.float32(top))
-    return out.astype(np.uint8 if profile.bit_depth == 8 else np.uint16)
-
-
 def _render_patients(task: tuple[_Params, str, int, list[int]]) -> list[dict]:
     """Render, write and describe the studies of a run of consecutive patients (one process-pool task)."""
     p, out_dir, first, counts = task
@@ -122,7 +102,7 @@ def _render_patient(p: _Params, profile: Profile, out_dir: Path, index: int, n_s
         scene = render_anatomy(adjust_anatomy(vary_anatomy(anatomy, rng), findings), view)
         draw_findings(scene, findings)
         mask = draw_devices(scene, devices)
-        pixels = _acquire(scene.att, profile, view, _stream(p, 2, index, k))
+        pixels = acquire(scene.att, profile, view, _stream(p, 2, index, k))
         report = write_report(findings, devices, view_name, k > 0, rng)
         study_id = f"{patient_id}-S{k + 1:02d}"
         image_id = f"{study_id}-{view_name}"
@@ -162,12 +142,19 @@ def _counts(rows: list[dict]) -> dict:
 
 def generate_phantom(out_dir: Path, n_images: int, seed: int = 0, profile: str = "default", image_size: int = 256,
                      workers: int = 1) -> Path:
-    """Write (or reuse) a phantom corpus of `n_images` chest X-rays under `out_dir`; returns its manifest path."""
+    """Write (or reuse) a phantom corpus of `n_images` chest X-rays under `out_dir`; returns its manifest path.
+
+    Layout: `images/<patient>/<image_id>.png`, `masks/<patient>/<image_id>.png` (studies with devices only),
+    `manifest.parquet`, `phantom.json`. Same params give byte-identical files whatever `workers` is; workers > 1
+    uses a spawn-started process pool, so a calling script needs the usual `if __name__ == "__main__":` guard.
+    """
     if profile not in PROFILES:
         raise ValueError(f"generate_phantom: unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
     p = _Params(n_images=_check("n_images", n_images, 1, MAX_IMAGES), seed=_check("seed", seed, 0, 2**63 - 1),
                 profile=profile, image_size=_check("image_size", image_size, 32, 4096))
     workers = _check("workers", workers, 1, 256)
+    if not isinstance(out_dir, (str, os.PathLike)) or Path(out_dir).is_file():
+        raise ValueError(f"generate_phantom: out_dir must be a directory path, got {out_dir!r}")
     out_dir = Path(out_dir).resolve()
     manifest, meta, partial = out_dir / "manifest.parquet", out_dir / "phantom.json", out_dir / "phantom.partial"
     if meta.exists() and manifest.exists():

@@ -33,7 +33,8 @@ def adjust_anatomy(a: Anatomy, findings: dict[str, FindingState]) -> Anatomy:
         ctr = CARDIOTHORACIC[s.severity] if s.strength >= 1 else UNCERTAIN_CTR
         a = replace(a, heart_half_width=a.thorax_half_width * ctr, heart_cy=a.heart_cy + 0.6)
     if f["enlarged_cardiomediastinum"].strength > 0:
-        a = replace(a, mediastinum_half_width=a.mediastinum_half_width * (1 + 0.55 * f["enlarged_cardiomediastinum"].strength))
+        widen = 1 + 0.55 * f["enlarged_cardiomediastinum"].strength
+        a = replace(a, mediastinum_half_width=a.mediastinum_half_width * widen)
     if f["emphysema"].strength > 0:
         k = f["emphysema"].strength
         a = replace(a, cp_right_y=a.cp_right_y + 2.2 * k, cp_left_y=a.cp_left_y + 2.2 * k,
@@ -56,9 +57,10 @@ def draw_findings(scene: Scene, findings: dict[str, FindingState]) -> None:
             draw(scene, s)
 
 
-def _side_window(scene: Scene, side: str, y0: float, y1: float):
+def _side_window(scene: Scene, side: str, y0: float, y1: float) -> tuple[slice, slice] | None:
     a = scene.anatomy
-    lo, hi = (a.mid_x - a.thorax_half_width - 2.0, a.mid_x) if side == "right" else (a.mid_x, a.mid_x + a.thorax_half_width + 2.0)
+    reach = a.thorax_half_width + 2.0
+    lo, hi = (a.mid_x - reach, a.mid_x) if side == "right" else (a.mid_x, a.mid_x + reach)
     return scene.view.window(lo, y0, hi, y1)
 
 

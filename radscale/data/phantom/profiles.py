@@ -1,5 +1,6 @@
 """Acquisition profiles of the phantom corpus: the scanner (intensity curve, noise, blur, field of view, storage
-depth) and the population it images (ICU share, label prevalences, device rates).
+depth) and the population it images (ICU share, label prevalences, device rates); `acquire` is the detector
+model that turns a rendered attenuation map into stored pixels.
 
 "default" is an ICU-heavy in-house corpus (about half the films carry lines or tubes). "scanner-b" is an
 out-of-domain site: a different detector curve and gamma, more noise and blur, a wider off-centre field of view,
@@ -9,6 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import numpy as np
+from scipy.ndimage import gaussian_filter
+
+from radscale.data.phantom.canvas import View, smooth_noise
 from radscale.data.phantom.findings import DEFAULT_RATES, FindingRate
 
 
@@ -53,3 +58,22 @@ PROFILES: dict[str, Profile] = {
         device_rates={"ett": 0.4, "ngt": 0.4, "cvc": 0.5, "swan_ganz": 0.2, "chest_tube": 0.25},
         studies=(0.4, 0.3, 0.2, 0.1)),
 }
+
+
+def acquire(att: np.ndarray, profile: Profile, view: View, rng: np.random.Generator) -> np.ndarray:
+    """Detector model: intensity curve, gamma, point-spread blur, quantum noise and mottle, quantisation."""
+    lo, hi = profile.window
+    shift, gain = rng.normal(0.0, 0.02), rng.normal(1.0, 0.04)  # exposure varies film to film
+    v = np.clip((att - np.float32(lo + shift)) * np.float32(gain / (hi - lo)), 0.0, 1.0)
+    if profile.curve == "log":
+        v = np.log1p(np.float32(3.0) * v) * np.float32(1 / np.log1p(3.0))
+    if profile.gamma != 1.0:
+        v = v ** np.float32(profile.gamma)
+    sigma = profile.blur_cm / view.cm_per_px
+    if sigma > 0.25:
+        v = gaussian_filter(v, sigma, truncate=3.0)
+    v += np.float32(profile.noise) * rng.standard_normal(v.shape, dtype=np.float32) * (0.4 + 0.6 * v)
+    v += np.float32(profile.noise * 0.8) * smooth_noise(rng, view.size, 6)
+    top = 255 if profile.bit_depth == 8 else 65535
+    out = np.rint(np.clip(v, 0.0, 1.0) * np.float32(top))
+    return out.astype(np.uint8 if profile.bit_depth == 8 else np.uint16)

@@ -163,6 +163,5 @@ def study_labels(findings: dict[str, FindingState], devices: StudyDevices,
             out[name] = findings[name].label
     if "support_devices" in out:
         out["support_devices"] = devices.support_label()
-    tube = devices.labels(tuple(n for n in labels if n.split("_")[0] in ("ett", "ngt", "cvc", "swan")))
-    out.update(tube)
+    out.update(devices.labels(labels))
     return out
