@@ -67,6 +67,70 @@ def _report(args) -> int:
     return 0
 
 
+def _import(args) -> int:
+    from radscale.data.importers.registry import import_dataset
+
+    options = {}
+    for item in args.option:
+        if "=" not in item:
+            raise RadscaleError(f"--option {item!r}: expected key=value")
+        k, v = item.split("=", 1)
+        options[k.strip().replace("-", "_")] = v.strip()
+    s = import_dataset(args.format, Path(args.root), Path(args.out), **options)
+    skipped = ", ".join(f"{k}: {v}" for k, v in sorted(s.skipped.items())) or "none"
+    print(f"radscale: imported {s.rows} image(s) of {s.patients} patient(s), {s.studies} studies, "
+          f"{s.with_report} with reports, {s.masks_written} masks; skipped {skipped} -> {s.out}")
+    return 0
+
+
+def _label(args) -> int:
+    import pandas as pd
+
+    from radscale.data.labels.apply import label_manifest
+    from radscale.data.labels.evaluate import evaluate_labels, format_evaluation
+    from radscale.data.vocab import Vocabulary
+
+    vocab = Vocabulary()
+    labeler = None
+    if args.llm_url:
+        from radscale.data.labels.llm import LLMLabeler
+        labeler = LLMLabeler(args.llm_url, args.llm_model, cache_path=args.llm_cache or None,
+                             requests_per_second=args.llm_rps)
+    out = args.out or args.manifest
+    summary = label_manifest(args.manifest, out, vocab, labeler)
+    print(f"radscale: labelled {summary.reports} report(s) in {summary.rows} row(s) -> {out}")
+    if args.evaluate:
+        labels = list(vocab.labels)
+        pred, gold = pd.read_parquet(out), pd.read_parquet(args.evaluate)
+        labels = [lab for lab in labels if lab in gold.columns]
+        print(format_evaluation(evaluate_labels(pred, gold, labels, uncertain=args.uncertain)))
+    return 0
+
+
+def _inspect(args) -> int:
+    from radscale.models.open_weights import inspect_checkpoint
+
+    report = inspect_checkpoint(args.path, args.encoder, allow_partial=args.allow_partial)
+    print(report.describe())
+    return 0
+
+
+def _bench(args, rest: list[str]) -> int:
+    if args.kind == "train":
+        from radscale.bench.train_step import main as bench_main
+        bench_main(rest)
+        return 0
+    import json
+
+    from radscale.bench import run_bench
+    opts = {}
+    for item in rest:
+        k, _, v = item.lstrip("-").partition("=")
+        opts[k.replace("-", "_")] = v
+    print(json.dumps(run_bench(args.kind, **opts)))
+    return 0
+
+
 def _ui(args) -> int:
     store = args.store or f"sqlite:///{Path(args.output_dir).resolve() / 'mlflow.db'}"
     if store.startswith("sqlite:///") and not Path(store.removeprefix("sqlite:///")).exists():
@@ -104,6 +168,35 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("sweep_dir")
     r.set_defaults(fn=_report)
 
+    im = sub.add_parser("import", help="turn a public dataset layout or a folder into a radscale manifest")
+    im.add_argument("format", help="mimic-cxr, chexpert, nih, padchest, vindr, ranzcr, candid-ptx, folder")
+    im.add_argument("root")
+    im.add_argument("--out", required=True)
+    im.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="importer option, e.g. readers=any (see radscale/data/importers/)")
+    im.set_defaults(fn=_import)
+
+    lb = sub.add_parser("label", help="label reports into the manifest's label columns (rule-based or LLM)")
+    lb.add_argument("manifest")
+    lb.add_argument("--out", default="", help="output manifest (default: rewrite in place)")
+    lb.add_argument("--llm-url", default="", help="OpenAI-compatible base URL (default: rule-based labeler)")
+    lb.add_argument("--llm-model", default="")
+    lb.add_argument("--llm-cache", default="", help="SQLite cache of answers keyed by report hash")
+    lb.add_argument("--llm-rps", type=float, default=2.0, help="requests per second")
+    lb.add_argument("--evaluate", default="", metavar="GOLD", help="gold manifest: print per-label P/R/F1")
+    lb.add_argument("--uncertain", default="positive", choices=["positive", "negative", "exclude"])
+    lb.set_defaults(fn=_label)
+
+    ic = sub.add_parser("inspect-checkpoint", help="what an open-weights checkpoint loads into an encoder")
+    ic.add_argument("path")
+    ic.add_argument("--encoder", required=True, help="registry name, e.g. rad-dino or mi2")
+    ic.add_argument("--allow-partial", action="store_true", help="report missing/unexpected keys instead of refusing")
+    ic.set_defaults(fn=_inspect)
+
+    bn = sub.add_parser("bench", help="benchmarks (one JSON line): train | extract | ingest | manifest")
+    bn.add_argument("kind", choices=["train", "extract", "ingest", "manifest"])
+    bn.set_defaults(fn=_bench, passthrough=True)
+
     u = sub.add_parser("ui", help="serve the MLflow UI on 127.0.0.1")
     u.add_argument("--store", default="", help="tracking URI (default: sqlite under --output-dir)")
     u.add_argument("--output-dir", default="runs")
@@ -113,9 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, rest = build_parser().parse_known_args(argv)
+    if rest and not getattr(args, "passthrough", False):
+        build_parser().parse_args(argv)             # reports the unknown arguments and exits 2
     try:
-        return args.fn(args)
+        return args.fn(args, rest) if getattr(args, "passthrough", False) else args.fn(args)
     except RadscaleError as err:
         print(f"radscale: error: {err}", file=sys.stderr)
         return 2

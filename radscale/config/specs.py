@@ -38,6 +38,8 @@ class SplitSpec(Spec):
 
 class DataSpec(Spec):
     manifest: str = Field("", description="manifest Parquet; empty = the phantom corpus")
+    shards: str = Field("", description="folder written by `radscale prepare`; when set, its manifest is the "
+                                        "source and images are read from its shards (leave `manifest` empty)")
     phantom: PhantomSpec = PhantomSpec()
     splits: SplitSpec = SplitSpec()
     ood_manifests: dict[str, str] = Field(default_factory=dict,
@@ -46,6 +48,12 @@ class DataSpec(Spec):
     decode_size: int = Field(80, ge=16, description="images are decoded to this square size before the device")
     allow_missing_images: bool = Field(False, description="false: a missing local image refuses the sweep")
     max_eval_images: int = Field(0, ge=0, description="cap per eval split (0 = all)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DataSpec":
+        if self.manifest and self.shards:
+            raise ValueError("set data.manifest or data.shards, not both (prepared shards carry their manifest)")
+        return self
 
 
 class EncoderSpec(Spec):
@@ -136,7 +144,8 @@ class HardwareSpec(Spec):
     gpus_per_worker: float = Field(0.0, ge=0)
     data_cpus: float = Field(1.0, gt=0, description="CPU cap of each trial's Ray Data pipeline")
     peak_tflops: float = Field(0.0, ge=0, description="per-device peak for MFU; 0 = unknown")
-    node_price_per_hour: float = Field(0.0, ge=0, description="$/h of one worker's share, for cost figures")
+    node_price_per_hour: float = Field(0.0, ge=0, description="$/h of one worker's share (e.g. one GPU): the "
+                                                              "default trial rate (x num_workers) and node price")
     max_failures: int = Field(2, ge=0, description="worker-group restarts per trial (from its last checkpoint)")
 
 
@@ -161,10 +170,47 @@ class TrackingSpec(Spec):
 
 class SweepSpec(Spec):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    output_dir: str = "runs"
+    output_dir: str = Field("runs", description="a local or mounted directory; on a multi-node cluster a shared "
+                                                "mount (NFS, EFS, Filestore) at the same path on every node")
+    storage_uri: str = Field("", description="Ray Tune/Train storage (checkpoints): a path or an s3://, gs:// "
+                                             "URI; empty = <output_dir>/<sweep>/ray")
     seeds: tuple[int, ...] = (0,)
     max_concurrent_trials: int = Field(1, ge=1)
     ray_address: str = Field("", description="empty = $RAY_ADDRESS (set by `ray job submit`) or a local Ray")
+
+    @model_validator(mode="after")
+    def _local_output(self) -> "SweepSpec":
+        # Driver-side files (manifest, result.json, report) are written with plain file I/O; an object-store
+        # URI here would silently become a local folder named "s3:".
+        if "://" in self.output_dir:
+            raise ValueError(f"sweep.output_dir must be a local or mounted path, got {self.output_dir!r}; "
+                             "put Ray checkpoints on object storage with sweep.storage_uri")
+        return self
+
+
+class CostSpec(Spec):
+    """Cost bound of a sweep (docs RAY.md "Cost bound"): spend = node-hours x price, measured while Ray runs.
+
+    A trial starts only if spend so far + what running trials are still projected to cost + its own projection
+    fit in `budget_usd`; once the measured spend reaches it, running trials end cleanly (checkpointed, resumable).
+    """
+    budget_usd: float = Field(0.0, ge=0, description="0 = no bound (spend is still measured and reported)")
+    cluster: str = Field("", description="cluster config (cluster/aws.yaml, cluster/kuberay/*.yaml) whose node "
+                                         "types `prices` must all price; relative to the working directory")
+    prices: str = Field("", description="price table in cluster/prices.toml format; empty with `cluster` set = "
+                                        "prices.toml beside it (or in its parent folder)")
+    spot_at_ceiling: bool = Field(True, description="price spot node types at their on-demand ceiling")
+    node_prices: dict[str, float] = Field(default_factory=dict,
+                                          description="node type -> $/node-hour; wins over `prices`")
+    default_node_usd_per_hour: float = Field(0.0, ge=0, description="a node whose type is unknown or unpriced; "
+                                                                     "0 = hardware.node_price_per_hour")
+    trial_usd_per_hour: float = Field(0.0, ge=0, description="what one running trial adds per hour; "
+                                                             "0 = hardware.num_workers x node_price_per_hour")
+    startup_overhead_s: float = Field(300.0, ge=0, description="per-trial time outside the budget (node boot, "
+                                                               "worker start, data, checkpoints) for projections")
+    expected_trial_s: float = Field(0.0, ge=0, description="training time of one trial for projections; "
+                                                           "0 = from the budget (needed for samples/flops)")
+    poll_s: float = Field(30.0, gt=0, description="seconds between measurements of the cluster's nodes")
 
 
 class JobSpec(Spec):
@@ -177,9 +223,13 @@ class JobSpec(Spec):
     hardware: HardwareSpec = HardwareSpec()
     eval: EvalSpec = EvalSpec()
     tracking: TrackingSpec = TrackingSpec()
+    cost: CostSpec = CostSpec()
 
     @model_validator(mode="after")
     def _check(self) -> "JobSpec":
+        if self.cost.budget_usd and self.budget.mode in ("samples", "flops") and not self.cost.expected_trial_s:
+            raise ValueError(f"cost.budget_usd with a {self.budget.mode} budget needs cost.expected_trial_s "
+                             "(the training time to project)")
         if any(n <= 0 for n in self.sizes):
             raise ValueError("sizes must be positive image counts")
         if list(self.sizes) != sorted(set(self.sizes)):

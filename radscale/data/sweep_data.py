@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 from radscale.config.specs import JobSpec
 from radscale.data.manifest import label_columns, read_manifest, require_images
+from radscale.data.shards import SHARD, SHARD_ROW
 from radscale.data.splits import assign_splits, pool_size
 from radscale.data.vocab import Vocabulary
 from radscale.errors import RadscaleError
@@ -24,7 +25,7 @@ EVAL_SPLITS = ("probe_train", "probe_val", "test")
 
 @dataclass(frozen=True)
 class SweepData:
-    manifest: str               # with split and rank columns
+    manifest: str               # with split and rank columns (+ shard, shard_row when trained from prepared shards)
     eval_rows: str              # eval images of every domain: image_id, uri, patient_id, split, domain, labels
     pool_size: int
     label_columns: tuple[str, ...]
@@ -59,13 +60,33 @@ def _fingerprint(path: str, extra: dict) -> str:
 
 def _load(path: str, allow_missing: bool, vocab: Vocabulary) -> pa.Table:
     table = read_manifest(path, vocab)
+    if SHARD in table.column_names:     # written by `radscale prepare`: images come from its shards
+        return _absolute_shards(table, path)
     if not allow_missing:
         require_images(table, path)
     return table
 
 
+def _shards_manifest(shards: str) -> str:
+    """The manifest `radscale prepare` wrote; refused until the preparation has finished (prepared.json)."""
+    root = shards.rstrip("/") if "://" in shards else str(Path(shards).resolve())
+    if "://" not in root and not (Path(root) / "prepared.json").exists():
+        raise RadscaleError(f"{shards}: not a finished prepared folder (no prepared.json; run `radscale prepare`)")
+    return f"{root}/manifest.parquet"
+
+
+def _absolute_shards(table: pa.Table, path: str) -> pa.Table:
+    """`shard` made absolute (it is relative to the prepared folder), so Ray Data tasks open it from anywhere."""
+    if SHARD_ROW not in table.column_names:
+        raise RadscaleError(f"{path}: column {SHARD!r} without {SHARD_ROW!r} (not written by `radscale prepare`)")
+    root = path.rsplit("/", 1)[0] if "/" in path else "."
+    absolute = pc.binary_join_element_wise(root, table.column(SHARD), "/")
+    return table.set_column(table.column_names.index(SHARD), SHARD, absolute)
+
+
 def _eval_table(table: pa.Table, domain: str, labels: list[str], cap: int) -> pa.Table:
-    keep = ["image_id", "uri", "patient_id", "split"] + labels
+    pointers = [c for c in (SHARD, SHARD_ROW) if c in table.column_names]
+    keep = ["image_id", "uri", "patient_id", "split"] + labels + pointers
     t = table.select([c for c in keep if c in table.column_names])
     if cap:
         parts = [t.filter(pc.equal(t.column("split"), s)).slice(0, cap) for s in EVAL_SPLITS]
@@ -78,13 +99,13 @@ def _eval_table(table: pa.Table, domain: str, labels: list[str], cap: int) -> pa
             t = t.append_column(lab, pa.nulls(len(t), pa.int8()))
         else:
             t = t.set_column(t.column_names.index(lab), lab, pc.cast(t.column(lab), pa.int8()))
-    return t.select(["eval_id", "image_id", "uri", "patient_id", "split", "domain"] + labels)
+    return t.select(["eval_id", "image_id", "uri", "patient_id", "split", "domain"] + labels + pointers)
 
 
 def prepare_sweep_data(job: JobSpec, sweep_dir: Path, vocabulary: Vocabulary | None = None) -> SweepData:
     vocab = vocabulary or Vocabulary()
     data = job.data
-    source = data.manifest or _phantom(job, data.phantom.profile)
+    source = _shards_manifest(data.shards) if data.shards else data.manifest or _phantom(job, data.phantom.profile)
     out = sweep_dir / "data"
     out.mkdir(parents=True, exist_ok=True)
     manifest_out, eval_out, meta_out = out / "manifest.parquet", out / "eval.parquet", out / "data.json"
@@ -114,7 +135,7 @@ def prepare_sweep_data(job: JobSpec, sweep_dir: Path, vocabulary: Vocabulary | N
             if "split" not in ood.column_names else ood.set_column(ood.column_names.index("split"), "split",
                                                                    pa.array(["test"] * len(ood), pa.string()))
         parts.append(_eval_table(ood, name, labels, data.max_eval_images))
-    pq.write_table(pa.concat_tables(parts), eval_out)
+    pq.write_table(pa.concat_tables(parts, promote_options="default"), eval_out)  # OOD rows: null shard
     result = SweepData(str(manifest_out), str(eval_out), pool_size(table), tuple(labels),
                        ("in-domain",) + tuple(sorted(ood_sources)),
                        {"manifest": source, **{f"ood.{k}": v for k, v in ood_sources.items()}})

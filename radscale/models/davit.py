@@ -26,13 +26,13 @@ class DaViTEncoder(nn.Module):
 
     def forward_features(self, images: torch.Tensor, masks: torch.Tensor | None = None,
                          layers: tuple[int, ...] = ()) -> dict[str, torch.Tensor]:
-        """cls = global average of the last stage (DaViT has no class token); patch = last-stage tokens."""
+        """cls = LayerNorm(mean of last-stage tokens), MI2's pooled image feature (DaViT has no class token);
+        patch = the last-stage tokens."""
         if masks is not None:
             raise ValueError("DaViT encoder does not take iBOT masks")
         fmap = self.davit.forward_features(self.normalize(images))     # [B, C, h, w], head norm not applied
-        fmap = self.davit.head.norm(fmap) if hasattr(self.davit.head, "norm") else fmap
-        patch = fmap.flatten(2).transpose(1, 2)
-        return {"cls": patch.mean(1), "patch": patch}
+        pooled = self.davit.head.norm(fmap.mean((2, 3), keepdim=True)).flatten(1)
+        return {"cls": pooled, "patch": fmap.flatten(2).transpose(1, 2)}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.forward_features(images)["cls"]

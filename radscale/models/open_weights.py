@@ -18,8 +18,10 @@ from torch import nn
 from radscale.errors import RadscaleError
 from radscale.models import weights_dinov2 as dv2
 from radscale.models import weights_mi2 as mi2
+from radscale.models.clip_model import TwoTowerModel
 from radscale.models.heads import DINOHead, load_dinov2_head_state
-from radscale.models.registry import RAD_DINO_MEAN, RAD_DINO_STD
+from radscale.models.registry import (RAD_DINO_MEAN, RAD_DINO_STD, build_image_encoder, build_text_encoder,
+                                      get_flavour)
 
 log = logging.getLogger(__name__)
 _ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -69,7 +71,8 @@ class InspectReport:
 
 
 @dataclass(frozen=True)
-class _Source:
+class OpenWeightsSource:
+    """What `detect_format` found: the layout and the files to read."""
     format: str
     weights: tuple[Path, ...]
     head: Path | None = None
@@ -114,7 +117,7 @@ def read_state(path: str | Path, meta: bool = False) -> dict[str, torch.Tensor]:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, ValueError) as e:
         raise RadscaleError(f"{path}: unreadable checkpoint ({type(e).__name__})") from None
-    for key in ("state_dict", "model", "module"):
+    for key in ("state_dict", "model", "module", "teacher"):     # training-checkpoint wrappers
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict):
@@ -123,50 +126,39 @@ def read_state(path: str | Path, meta: bool = False) -> dict[str, torch.Tensor]:
     return {k: v.to("meta") for k, v in state.items()} if meta else state
 
 
-def detect_format(path: str | Path) -> _Source:
+def detect_format(path: str | Path) -> OpenWeightsSource:
+    """Which layout `path` (a directory or a weights file) holds; keys are read from the header only."""
     p = Path(path)
     if p.is_dir():
-        if (p / "backbone_compatible.safetensors").is_file():
-            head = p / "dino_head.safetensors"
-            return _Source("dinov2", (p / "backbone_compatible.safetensors",), head if head.is_file() else None, p)
+        head = p / "dino_head.safetensors" if (p / "dino_head.safetensors").is_file() else None
+        if (p / "backbone_compatible.safetensors").is_file():       # preferred: RAD-DINO's own DINOv2 layout
+            return OpenWeightsSource("dinov2", (p / "backbone_compatible.safetensors",), head, p)
         if (p / "config.json").is_file():
             model_type = dv2.read_hf_config(p).get("model_type")
             if model_type != "dinov2":
                 raise RadscaleError(f"{p / 'config.json'}: model_type {model_type!r} is not supported (dinov2 only)")
-            head = p / "dino_head.safetensors"
-            return _Source("hf-dinov2", _hf_weight_files(p), head if head.is_file() else None, p)
+            return OpenWeightsSource("hf-dinov2", dv2.hf_weight_files(p), head, p)
         vision = [d / "vision_model" for d in [p, *sorted(p.iterdir())] if (d / "vision_model").is_dir()]
         if vision:
             files = sorted(f for f in vision[0].iterdir() if f.is_file())
             if len(files) != 1:
                 raise RadscaleError(f"{vision[0]}: expected one MI2 weights file, found {len(files)}")
-            return _Source("mi2", (files[0],))
+            return OpenWeightsSource("mi2", (files[0],))
         if (p / "encoder.pt").is_file():
-            return _Source("radscale", (p / "encoder.pt",))
+            return OpenWeightsSource("radscale", (p / "encoder.pt",))
         raise RadscaleError(f"{p}: no backbone_compatible.safetensors, config.json, vision_model/ or encoder.pt")
     keys = list(read_state(p, meta=True))
     head = p.parent / "dino_head.safetensors"
     head = head if head.is_file() else None
     if any(k.startswith(("vit.", "davit.")) for k in keys):
-        return _Source("radscale", (p,))
+        return OpenWeightsSource("radscale", (p,))
     if any(k.endswith("embeddings.cls_token") for k in keys):
-        return _Source("hf-dinov2", (p,), head, p.parent)
+        return OpenWeightsSource("hf-dinov2", (p,), head, p.parent)
     if mi2.is_mi2_state(keys):
-        return _Source("mi2", (p,))
+        return OpenWeightsSource("mi2", (p,))
     if any(k == "pos_embed" or k.endswith("backbone.pos_embed") for k in keys):
-        return _Source("dinov2", (p,), head, p.parent)
+        return OpenWeightsSource("dinov2", (p,), head, p.parent)
     raise RadscaleError(f"{p}: unrecognised key layout (first keys: {keys[:3]})")
-
-
-def _hf_weight_files(d: Path) -> tuple[Path, ...]:
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        if (d / name).is_file():
-            return (d / name,)
-    index = d / "model.safetensors.index.json"
-    if index.is_file():
-        import json
-        return tuple(sorted({d / f for f in json.loads(index.read_text())["weight_map"].values()}))
-    raise RadscaleError(f"{d}: Hugging Face directory without model.safetensors or pytorch_model.bin")
 
 
 # --- planning --------------------------------------------------------------------------------------------
@@ -199,7 +191,7 @@ def _fit(mapped: dict, target: nn.Module, pos_key: str | None):
     return state, missing, unexpected, mismatched, resampled
 
 
-def _map(src: _Source, raw: dict, t: _Targets) -> tuple[nn.Module, dict, list[str], list[str], list[str]]:
+def _map(src: OpenWeightsSource, raw: dict, t: _Targets) -> tuple[nn.Module, dict, list[str], list[str], list[str]]:
     """Source keys -> keys of the module to load into: (root, mapped, unmapped, ignored, warnings)."""
     where = str(src.weights[0])
     if src.format in ("dinov2", "hf-dinov2") and not hasattr(t.image, "vit"):
@@ -210,7 +202,7 @@ def _map(src: _Source, raw: dict, t: _Targets) -> tuple[nn.Module, dict, list[st
     if src.format == "dinov2":
         return (t.image, *dv2.convert_dinov2_state(raw), [], [])
     if src.format == "hf-dinov2":
-        return (t.image, *dv2.convert_hf_dinov2_state(raw), [], _hf_config_warnings(src.meta_dir, t.image))
+        return (t.image, *dv2.convert_hf_dinov2_state(raw), [], dv2.hf_config_warnings(src.meta_dir, t.image))
     if src.format == "radscale":
         return t.image, raw, [], [], []
     image, text, conv = mi2.convert_mi2_state(raw)
@@ -222,7 +214,7 @@ def _map(src: _Source, raw: dict, t: _Targets) -> tuple[nn.Module, dict, list[st
     return t.two_tower, mapped, list(conv.unmapped), [], warnings
 
 
-def _plan(src: _Source, t: _Targets) -> tuple[nn.Module, dict, dict | None, InspectReport]:
+def _plan(src: OpenWeightsSource, t: _Targets) -> tuple[nn.Module, dict, dict | None, InspectReport]:
     """Map, fit and check against the target; returns (module to load into, its state, head state, report).
     Mutates nothing, so a refused load leaves the model as it was."""
     raw: dict[str, torch.Tensor] = {}
@@ -232,12 +224,12 @@ def _plan(src: _Source, t: _Targets) -> tuple[nn.Module, dict, dict | None, Insp
     mean_std = None
     if src.meta_dir is not None and src.format in ("dinov2", "hf-dinov2"):
         mean_std = dv2.read_hf_preprocessing(src.meta_dir)
-        warnings += _preprocessing_warnings(mean_std)
+        warnings += dv2.preprocessing_warnings(mean_std)
     pos_key = "vit.pos_embed" if hasattr(t.image, "vit") else None
     state, missing, unexpected, mismatched, resampled = _fit(mapped, root, pos_key)
     head_state, head_msg = None, "not used (target has no DINO head)"
     if t.head is not None and src.head is not None:
-        head_state, head_msg = read_state(src.head, meta=t.meta), f"loaded from {src.head.name}"
+        head_state, head_msg = read_state(src.head, meta=t.meta), f"from {src.head.name}"
     elif t.head is not None:
         head_msg = "not in the checkpoint: random init"
         if src.format != "radscale":
@@ -254,28 +246,6 @@ def _plan(src: _Source, t: _Targets) -> tuple[nn.Module, dict, dict | None, Insp
         image_mean=mean_std[0] if mean_std else None, image_std=mean_std[1] if mean_std else None,
         warnings=tuple(warnings))
     return root, state, head_state, report
-
-
-def _hf_config_warnings(directory: Path | None, image: nn.Module) -> list[str]:
-    if directory is None or not (directory / "config.json").is_file():
-        return []
-    cfg, out = dv2.read_hf_config(directory), []
-    eps = getattr(image.vit.norm, "eps", None)
-    if eps is not None and abs(cfg.get("layer_norm_eps", 1e-6) - eps) > 1e-12:
-        out.append(f"config.json layer_norm_eps {cfg.get('layer_norm_eps')} differs from the model's {eps}")
-    if cfg.get("hidden_act", "gelu") != "gelu":
-        out.append(f"config.json hidden_act {cfg.get('hidden_act')!r}; the timm ViT uses exact GELU")
-    return out
-
-
-def _preprocessing_warnings(mean_std) -> list[str]:
-    if mean_std is None:
-        return []
-    mean, std = mean_std
-    if any(abs(m - RAD_DINO_MEAN) > 5e-4 for m in mean) or any(abs(s - RAD_DINO_STD) > 5e-4 for s in std):
-        return [f"preprocessor_config.json mean {list(mean)} / std {list(std)} differ from radscale's "
-                f"{RAD_DINO_MEAN}/{RAD_DINO_STD}: features will not match the released model"]
-    return []
 
 
 def _check(report: InspectReport, head: DINOHead | None, head_state: dict | None,
@@ -314,8 +284,6 @@ def load_open_weights_into(model: nn.Module, path: str | Path, allow_partial: bo
 
 def inspect_checkpoint(path: str, encoder: str, allow_partial: bool = False) -> InspectReport:
     """What loading `path` into registry encoder `encoder` would do, without materialising either."""
-    from radscale.models.clip_model import TwoTowerModel
-    from radscale.models.registry import build_image_encoder, build_text_encoder, get_flavour
     fl = get_flavour(encoder)
     with torch.device("meta"):
         image = build_image_encoder(encoder)

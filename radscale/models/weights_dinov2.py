@@ -22,8 +22,10 @@ from pathlib import Path
 
 import torch
 from timm.layers import resample_abs_pos_embed
+from torch import nn
 
 from radscale.errors import RadscaleError
+from radscale.models.registry import RAD_DINO_MEAN, RAD_DINO_STD
 
 _DINOV2_PREFIXES = ("teacher.backbone.", "student.backbone.", "backbone.", "module.")
 
@@ -128,3 +130,38 @@ def resample_pos_embed(posemb: torch.Tensor, target_shape: tuple[int, ...]) -> t
         return torch.empty(target_shape, dtype=posemb.dtype, device="meta")
     out = resample_abs_pos_embed(posemb.float(), new_size=[new, new], old_size=[old, old], num_prefix_tokens=1)
     return out.to(posemb.dtype)
+
+
+def hf_weight_files(d: Path) -> tuple[Path, ...]:
+    """The weight file(s) of a Hugging Face model directory (single file, or the shards of an index)."""
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (d / name).is_file():
+            return (d / name,)
+    index = d / "model.safetensors.index.json"
+    if index.is_file():
+        return tuple(sorted({d / f for f in json.loads(index.read_text())["weight_map"].values()}))
+    raise RadscaleError(f"{d}: Hugging Face directory without model.safetensors or pytorch_model.bin")
+
+
+def hf_config_warnings(directory: Path | None, image: nn.Module) -> list[str]:
+    """config.json settings the timm ViT does not follow (weights would load, features would differ)."""
+    if directory is None or not (directory / "config.json").is_file():
+        return []
+    cfg, out = read_hf_config(directory), []
+    eps = getattr(image.vit.norm, "eps", None)
+    if eps is not None and abs(cfg.get("layer_norm_eps", 1e-6) - eps) > 1e-12:
+        out.append(f"config.json layer_norm_eps {cfg.get('layer_norm_eps')} differs from the model's {eps}")
+    if cfg.get("hidden_act", "gelu") != "gelu":
+        out.append(f"config.json hidden_act {cfg.get('hidden_act')!r}; the timm ViT uses exact GELU")
+    return out
+
+
+def preprocessing_warnings(mean_std: tuple[tuple[float, ...], tuple[float, ...]] | None) -> list[str]:
+    """RAD-DINO normalises with one mean/std (model card ~0.5307/0.2583); warn if the shipped config differs."""
+    if mean_std is None:
+        return []
+    mean, std = mean_std
+    if any(abs(m - RAD_DINO_MEAN) > 5e-4 for m in mean) or any(abs(s - RAD_DINO_STD) > 5e-4 for s in std):
+        return [f"preprocessor_config.json mean {list(mean)} / std {list(std)} differ from radscale's "
+                f"{RAD_DINO_MEAN}/{RAD_DINO_STD}: features will not match the released model"]
+    return []

@@ -11,12 +11,14 @@ mirrored at github.com/visual-layer/MedImageInsight): one safetensors file, desp
   `resblocks.N.{ln_1, attn.in_proj_*, attn.out_proj, ln_2, mlp.c_fc, mlp.c_proj}`, `ln_final`) — open_clip's names.
 - `image_projection` [2048, P] and `lang_projection` [W, P] used as `x @ P`; scalar `logit_scale` (init 1.0).
   Older files say `visual.` / `text.` / `vision_projection` / `text_projection`; the loader renames them.
-The key names inside the released file were not inspected (only a Git LFS pointer is public without download):
-they are inferred from the module names its loader builds; everything unmapped is reported, never dropped.
+The released file was not downloaded (public copies are Git LFS pointers): its key names are inferred from the
+module names its loader builds. Corroboration: that state for the config's shapes (DaViT 256/512/1024/2048,
+depths 1/1/9/1; text width 1024 x 16 layers, vocab 49408, context 77; projection 1024), serialised as fp32
+safetensors without metadata, is 2,464,060,700 bytes — the pointer's exact size (the older DaViT names give
+8,960 bytes less). Everything unmapped is reported, never dropped.
 
-Semantics that differ in radscale's towers (reported by the loader, see `mi2_semantic_notes`): MI2's text tower
-uses QuickGELU and LayerNorm eps 1e-12; MI2's image feature is LayerNorm(mean of last-stage tokens) while
-radscale's DaViTEncoder averages per-token-normalised tokens.
+radscale's towers follow MI2's semantics (QuickGELU, LayerNorm eps 1e-12 in the text tower; image feature =
+LayerNorm(mean of last-stage tokens)); `mi2_semantic_notes` reports any tower that differs.
 """
 from __future__ import annotations
 
@@ -123,8 +125,7 @@ def is_mi2_state(keys: list[str]) -> bool:
 def mi2_semantic_notes(text_encoder: nn.Module | None) -> list[str]:
     """Differences between MI2's towers and the radscale modules the weights go into (weights load, but
     features will not reproduce the released model exactly until these match)."""
-    notes = ["MI2 pools the last DaViT stage then applies `norms`; radscale DaViTEncoder applies head.norm per "
-             "token before averaging, so pooled image features differ from the released model"]
+    notes: list[str] = []
     if text_encoder is not None:
         block = text_encoder.tower.transformer.resblocks[0]
         act = type(block.mlp[1]).__name__ if len(block.mlp) > 1 else "?"

@@ -5,9 +5,9 @@ import numpy as np
 import ray.data
 from ray.data.expressions import col
 
-from radscale.data.images import ImageDecodeError, decode_image
+from radscale.data.shards import SHARD, SHARD_ROW, attach_image_bytes, parquet_columns
 from radscale.data.vocab import Vocabulary
-from radscale.train.batches import TrainBatchBuilder, square_uint8
+from radscale.train.batches import TrainBatchBuilder
 
 TASK_CPUS = 0.25      # small CPU share per data task so reads/decodes fit beside the training worker
 
@@ -17,13 +17,23 @@ def subset_filter(size: int):
     return (col("split") == "pretrain") & (col("rank") < size)
 
 
+def _from_shards(rows_path: str, from_shards: bool | None) -> bool:
+    """Rows that point into prepared shards (`data.shards`) carry `shard` + `shard_row`; None = look."""
+    return SHARD in parquet_columns(rows_path) if from_shards is None else from_shards
+
+
 def _train_batch(batch: dict, objective: str, decode_size: int, context_length: int, quarantine_dir: str) -> dict:
+    if SHARD in batch:      # fetch the prepared bytes in the same task that decodes them (no extra hop)
+        batch = attach_image_bytes(batch)
     return TrainBatchBuilder(objective, decode_size, context_length, Vocabulary(), quarantine_dir)(batch)
 
 
 def trial_dataset(manifest: str, size: int, objective: str, decode_size: int, context_length: int,
-                  quarantine_dir: str, label_columns: list[str], seed: int) -> ray.data.Dataset:
-    cols = ["image_id", "uri"]
+                  quarantine_dir: str, label_columns: list[str], seed: int, *,
+                  from_shards: bool | None = None) -> ray.data.Dataset:
+    """The nested subset of `size` images as training batches; from prepared shards when the manifest points
+    into them (auto-detected unless `from_shards` is given)."""
+    cols = ["image_id", "uri"] + ([SHARD, SHARD_ROW] if _from_shards(manifest, from_shards) else [])
     if objective != "dinov2":
         cols += ["report"] + label_columns
     ds = ray.data.read_parquet(manifest, ray_remote_args={"num_cpus": TASK_CPUS})
@@ -36,23 +46,18 @@ def trial_dataset(manifest: str, size: int, objective: str, decode_size: int, co
 
 
 def _eval_batch(batch: dict, size: int, quarantine_dir: str) -> dict:
-    builder = TrainBatchBuilder("dinov2", size, quarantine_dir=quarantine_dir)
-    images, ids = [], []
-    for image_id, uri in zip(batch["image_id"], batch["uri"]):
-        try:
-            dec = decode_image(str(uri), short_side=size, upscale=True)
-        except ImageDecodeError as err:
-            builder._quarantine(str(image_id), err)
-            continue
-        images.append(square_uint8(dec.pixels, size))
-        ids.append(str(image_id))
-    return {"image_id": np.asarray(ids, dtype=object),
-            "image": np.stack(images) if images else np.zeros((0, size, size), np.uint8)}
+    if SHARD in batch:      # OOD rows without a shard (null pointer) are read from their uri
+        batch = attach_image_bytes(batch)
+    images, keep = TrainBatchBuilder("dinov2", size, quarantine_dir=quarantine_dir).decode_batch(batch)
+    return {"image_id": np.asarray([str(i) for i in np.asarray(batch["image_id"], dtype=object)[keep]],
+                                   dtype=object), "image": images}
 
 
-def eval_images(rows_path: str, size: int, quarantine_dir: str) -> ray.data.Dataset:
+def eval_images(rows_path: str, size: int, quarantine_dir: str, *,
+                from_shards: bool | None = None) -> ray.data.Dataset:
     """Decoded eval images (materialised once, reused by every trial's extraction)."""
-    ds = ray.data.read_parquet(rows_path, ray_remote_args={"num_cpus": TASK_CPUS}).select_columns(["eval_id", "uri"])
+    cols = ["eval_id", "uri"] + ([SHARD, SHARD_ROW] if _from_shards(rows_path, from_shards) else [])
+    ds = ray.data.read_parquet(rows_path, ray_remote_args={"num_cpus": TASK_CPUS}).select_columns(cols)
     ds = ds.rename_columns({"eval_id": "image_id"})
     ds = ds.map_batches(_eval_batch, fn_kwargs=dict(size=size, quarantine_dir=quarantine_dir), batch_size=64,
                         num_cpus=TASK_CPUS)

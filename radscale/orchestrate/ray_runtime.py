@@ -1,7 +1,9 @@
-"""The Ray Train side of a worker: the `Runtime` that `radscale.train.worker.train_trial` needs."""
+"""The Ray Train side of a worker: the `Runtime` that `radscale.train.worker.train_trial` needs, and the
+watcher that turns the sweep's stop file into rank 0's "end now"."""
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any, Iterable
 
 import ray.train
@@ -47,6 +49,36 @@ class RayTrainRuntime:
         return self._restore_ctx.__enter__()
 
 
+class StopWatcher:
+    """Polls the stop file from a daemon thread, so the loop reads a flag instead of touching storage (an S3 HEAD
+    per iteration would stall training). Runs on rank 0 only; the loop's all-reduce tells the other ranks."""
+
+    def __init__(self, uri: str, every_s: float):
+        from radscale.orchestrate.cost import StopSignal
+
+        self._signal = StopSignal(uri)
+        self._set = threading.Event()
+        self._closed = threading.Event()
+        self._every_s = every_s
+        threading.Thread(target=self._run, name="radscale-stop-watch", daemon=True).start()
+
+    def _run(self) -> None:
+        while not self._closed.is_set():
+            try:
+                if self._signal.reason() is not None:
+                    self._set.set()
+                    return
+            except OSError:             # storage hiccup: try again at the next poll
+                pass
+            self._closed.wait(self._every_s)
+
+    def __call__(self) -> bool:
+        return self._set.is_set()
+
+    def close(self) -> None:
+        self._closed.set()
+
+
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train entry point: rebuild the specs from plain dicts and run the trial."""
     from radscale.config.specs import EncoderSpec, JobSpec
@@ -61,4 +93,10 @@ def train_loop_per_worker(config: dict) -> None:
     t = config["trial"]
     trial = TrialSpec(t["sweep"], EncoderSpec.model_validate(t["encoder"]), t["size"], t["seed"])
     runtime = RayTrainRuntime(job.train.batch_size, job.train.prefetch_batches, trial.seed)
-    train_trial(job, trial, config["subset_size"], runtime)
+    watcher = StopWatcher(config["stop_file"], config.get("stop_poll_s", 2.0)) \
+        if runtime.rank == 0 and config.get("stop_file") else None
+    try:
+        train_trial(job, trial, config["subset_size"], runtime, end_requested=watcher)
+    finally:
+        if watcher is not None:
+            watcher.close()

@@ -1,13 +1,17 @@
 """`radscale sweep`: prepare data, train the missing trials under Ray Tune, evaluate, fit, report, track.
 
 Idempotent: a trial is done when trials/<id>/result.json exists, evaluated when eval.parquet exists; a
-re-run does only what is missing (and starts no Ray at all when nothing is).
+re-run does only what is missing (and starts no Ray at all when nothing is). A trial stopped early
+(trials/<id>/stopped.json) is not done: the next run resumes it from its checkpoint.
+
+While Ray runs, a cost monitor measures spend (node-hours x price) into runs/<sweep>/spend.json; with
+`cost.budget_usd` set it refuses trials that no longer fit and ends running ones at the bound (see cost.py).
 """
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -22,15 +26,57 @@ from radscale.objectives.build import build_task
 from radscale.orchestrate.paths import SweepPaths
 from radscale.tracking.tracker import default_tracking_uri, make_tracker
 
+SPEND_JSON = "spend.json"
+STOPPED_JSON = "stopped.json"
+
 
 @dataclass(frozen=True)
 class SweepOutcome:
     root: Path
     report: Path
-    trained: list[str]
-    skipped: list[str]
+    trained: list[str]                  # trials handed to Ray Tune in this run
+    skipped: list[str]                  # already complete before this run
     evaluated: list[str]
     tracking_uri: str
+    over_budget: dict[str, str] = field(default_factory=dict)   # trial id -> why it was not started
+    stopped: dict[str, str] = field(default_factory=dict)       # trial id -> why it ended before its budget
+    spend: dict = field(default_factory=dict)                   # spend.json
+
+
+def storage_location(job: JobSpec, paths: SweepPaths) -> str:
+    """Ray Tune/Train storage: `sweep.storage_uri` (a path or s3://, gs:// URI) or <output_dir>/<sweep>/ray."""
+    uri = job.sweep.storage_uri
+    if not uri:
+        return str(paths.ray_storage)
+    return uri.rstrip("/") if "://" in uri else str(Path(uri).expanduser().resolve())
+
+
+def _artifact_root(uri: str, output_dir: str) -> str | None:
+    # A tracking server stores artifacts where the server says (e.g. proxied to a bucket); a local file root
+    # would put them on the head node's disk.
+    return None if uri.startswith(("http://", "https://", "databricks")) else str(Path(output_dir) / "mlartifacts")
+
+
+class _Cluster:
+    """Ray and the cost monitor, started together on first need (a re-run with nothing to do starts neither)."""
+
+    def __init__(self, job: JobSpec, paths: SweepPaths, storage: str, echo: Callable[[str], None]):
+        self.job, self.paths, self.storage, self.echo = job, paths, storage, echo
+        self.monitor = None
+
+    def up(self):
+        if self.monitor is None:
+            from radscale.orchestrate.cost import build_cost_monitor
+            from radscale.orchestrate.ray_env import init_ray
+
+            init_ray(self.job.sweep.ray_address)
+            self.monitor = build_cost_monitor(self.job, self.storage, self.paths.root / SPEND_JSON, self.echo)
+            g = self.monitor.guard
+            if g.budget_usd or g.trial.usd_per_hour:
+                bound = f"bound ${g.budget_usd:.2f}" if g.budget_usd else "no bound (cost.budget_usd = 0)"
+                self.echo(f"radscale: cost: spent ${g.tracker.spent_usd:.2f} so far; a trial projects "
+                          f"${g.trial.usd:.2f} ({g.trial.seconds:.0f} s at ${g.trial.usd_per_hour:.2f}/h); {bound}")
+        return self.monitor
 
 
 def trial_tags(t: TrialSpec) -> dict:
@@ -63,9 +109,11 @@ def run_sweep(job: JobSpec, echo: Callable[[str], None] = print) -> SweepOutcome
     trials = plan_trials(job)
     uri = job.tracking.uri or default_tracking_uri(job.sweep.output_dir)
     tracker = make_tracker(uri, job.tracking.experiment or job.sweep.name,
-                           str(Path(job.sweep.output_dir) / "mlartifacts"))
+                           _artifact_root(uri, job.sweep.output_dir))
     parent = tracker.sweep_run(job.sweep.name, job.model_dump(), {"radscale.sweep": job.sweep.name})
     tracker.log_dict(parent, json.loads(job.model_dump_json()), "job.json")
+    storage = storage_location(job, paths)
+    cluster = _Cluster(job, paths, storage, echo)
 
     for t in trials:
         if not t.trained and not paths.result_json(t.trial_id).exists():
@@ -74,19 +122,33 @@ def run_sweep(job: JobSpec, echo: Callable[[str], None] = print) -> SweepOutcome
     skipped = [t.trial_id for t in trials if t.trained and t not in todo]
     if skipped:
         echo(f"radscale: {len(skipped)} trial(s) already complete, skipped")
+    over_budget: dict[str, str] = {}
     if todo:
         from radscale.orchestrate.tune_sweep import run_trials
-        echo(f"radscale: training {len(todo)} trial(s) under Ray Tune")
+        monitor = cluster.up()
+        monitor.stop.clear()           # a stop from an earlier run must not end the trials this run resumes
+
+        def skip(trial_id: str, message: str) -> None:
+            over_budget[trial_id] = monitor.skipped[trial_id] = message
+            echo(f"radscale: {trial_id} {message}")
+
+        resumed = sum((paths.trial_dir(t.trial_id) / STOPPED_JSON).exists() for t in todo)
+        echo(f"radscale: training {len(todo)} trial(s) under Ray Tune"
+             + (f" ({resumed} resumed after a stop)" if resumed else ""))
         run_trials(job, todo, data, paths, tracker, parent, {t.trial_id: trial_params(job, t) for t in todo},
-                   {t.trial_id: trial_tags(t) for t in todo})
+                   {t.trial_id: trial_tags(t) for t in todo}, storage=storage, stop_file=monitor.stop.uri,
+                   guard=monitor.guard, on_skip=skip)
+    stopped = _report_stopped(job, todo, paths, tracker, parent, echo)
+    if cluster.monitor is not None:
+        cluster.monitor.stopped.update(stopped)
     for t in trials:
         _log_trial_summary(tracker, parent, job, t, paths)
 
-    to_eval = [t for t in trials if not paths.eval_table(t.trial_id).exists()]
+    to_eval = [t for t in trials if paths.result_json(t.trial_id).exists()
+               and not paths.eval_table(t.trial_id).exists()]
     if to_eval:
         from radscale.orchestrate.evaluation import evaluate_trials
-        from radscale.orchestrate.ray_env import init_ray
-        init_ray(job.sweep.ray_address)
+        cluster.up()
         echo(f"radscale: evaluating {len(to_eval)} encoder(s) on frozen features")
 
         def done(t: TrialSpec, table: pd.DataFrame) -> None:
@@ -95,6 +157,7 @@ def run_sweep(job: JobSpec, echo: Callable[[str], None] = print) -> SweepOutcome
             tracker.log_metrics(run, eval_metrics(table))
 
         evaluate_trials(job, to_eval, data, paths, vocab, done)
+    spend = _close_spend(cluster, paths, tracker, parent, echo)
     results = collect_results(trials, paths)
     results.to_parquet(paths.results)
 
@@ -104,7 +167,52 @@ def run_sweep(job: JobSpec, echo: Callable[[str], None] = print) -> SweepOutcome
     tracker.log_artifact(parent, str(paths.results))
     tracker.finish(parent)
     return SweepOutcome(paths.root, report, [t.trial_id for t in todo], skipped,
-                        [t.trial_id for t in to_eval], uri)
+                        [t.trial_id for t in to_eval], uri, over_budget, stopped, spend)
+
+
+def _report_stopped(job: JobSpec, todo: list[TrialSpec], paths: SweepPaths, tracker, parent: str,
+                    echo: Callable[[str], None]) -> dict[str, str]:
+    """One line per trial that ended before its budget; its MLflow run is closed as KILLED with the reason."""
+    stopped = {}
+    for t in todo:
+        marker = paths.trial_dir(t.trial_id) / STOPPED_JSON
+        if paths.result_json(t.trial_id).exists() or not marker.exists():
+            continue
+        info = json.loads(marker.read_text())
+        used = info.get("metrics", {}).get("budget_used", 0.0)
+        line = (f"stopped at {used:.4g} of {job.budget.value:g} {job.budget.mode}: {info['reason']}; "
+                "a re-run resumes it from its checkpoint")
+        stopped[t.trial_id] = line
+        echo(f"radscale: {t.trial_id} {line}")
+        run = tracker.trial_run(parent, t.trial_id, trial_params(job, t), trial_tags(t))
+        tracker.set_tags(run, {"radscale.status": line[:5000]})
+        tracker.finish(run, "KILLED")
+    return stopped
+
+
+def _close_spend(cluster: _Cluster, paths: SweepPaths, tracker, parent: str, echo: Callable[[str], None]) -> dict:
+    """Final spend.json (earlier runs of the sweep included) and its figures on the sweep's MLflow run."""
+    from radscale.orchestrate.cost import read_spend
+
+    spend = cluster.monitor.close() if cluster.monitor is not None else read_spend(paths.root / SPEND_JSON)
+    if not spend:
+        return {}
+    tracker.log_metrics(parent, {"cost/spent_usd": spend.get("spent_usd", 0.0),
+                                 "cost/node_hours": spend.get("node_hours", 0.0),
+                                 "cost/budget_usd": spend.get("budget_usd", 0.0),
+                                 "cost/trial_projection_usd": spend.get("trial_projection_usd", 0.0),
+                                 "cost/trials_skipped": len(spend.get("skipped", {})),
+                                 "cost/trials_stopped": len(spend.get("stopped", {}))})
+    tags = {f"radscale.cost.{kind}": "; ".join(f"{k}: {v}" for k, v in spend[kind].items())[:5000]
+            for kind in ("skipped", "stopped") if spend.get(kind)}
+    if tags:
+        tracker.set_tags(parent, tags)
+    tracker.log_dict(parent, spend, SPEND_JSON)
+    if cluster.monitor is not None and (spend.get("spent_usd") or spend.get("budget_usd")):
+        bound = f" of ${spend['budget_usd']:.2f}" if spend["budget_usd"] else ""
+        echo(f"radscale: cost: spent ${spend['spent_usd']:.2f}{bound} over {spend['node_hours']:.3f} node-hours "
+             f"({paths.root / SPEND_JSON})")
+    return spend
 
 
 def eval_metrics(table: pd.DataFrame) -> dict:
@@ -125,7 +233,7 @@ def _log_trial_summary(tracker, parent: str, job: JobSpec, t: TrialSpec, paths: 
     run = tracker.trial_run(parent, t.trial_id, trial_params(job, t), trial_tags(t))
     tracker.log_metrics(run, {f"summary/{k}": v for k, v in res.get("metrics", {}).items()})
     tracker.log_dict(run, res, "result.json")
-    tracker.set_tags(run, {"init": res.get("init", "continual-pretraining")})
+    tracker.set_tags(run, {"init": res.get("init", "continual-pretraining"), "radscale.status": "complete"})
     tracker.finish(run)
     marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
 

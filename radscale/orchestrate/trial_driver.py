@@ -2,6 +2,9 @@
 
 Train V2 cannot run under `Tuner(TorchTrainer)`; the pattern is this small driver calling `fit()` (RAY.md).
 The Train run is named by the trial id, so a re-run after an interruption resumes from its last checkpoint.
+
+A run that ended early (the sweep's stop signal: cost bound reached or a user's request) gets `stopped.json`
+instead of `result.json`: it is not done, and the next `radscale sweep` resumes it from its final checkpoint.
 """
 from __future__ import annotations
 
@@ -17,12 +20,16 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from radscale.config.specs import JobSpec
+from radscale.orchestrate.cost import StopSignal
 from radscale.orchestrate.ingest import trial_dataset
 from radscale.orchestrate.paths import SweepPaths
 from radscale.orchestrate.ray_runtime import train_loop_per_worker
 
+STOPPED = "stopped.json"
 
-def trial_driver(config: dict, job: dict, trials: dict, manifest: str, label_columns: list, root: str) -> None:
+
+def trial_driver(config: dict, job: dict, trials: dict, manifest: str, label_columns: list, root: str,
+                 storage: str, stop_file: str) -> None:
     spec = JobSpec.model_validate(job)
     t = trials[config["trial_id"]]
     paths = SweepPaths(Path(root))
@@ -37,12 +44,13 @@ def trial_driver(config: dict, job: dict, trials: dict, manifest: str, label_col
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"job": job, "trial": t, "subset_size": t["size"],
-                           "cpu_threads": 0 if hw.use_gpu else hw.torch_threads or math.ceil(hw.cpus_per_worker)},
+                           "cpu_threads": 0 if hw.use_gpu else hw.torch_threads or math.ceil(hw.cpus_per_worker),
+                           "stop_file": stop_file, "stop_poll_s": min(train.report_every_s, 10.0)},
         torch_config=TorchConfig(backend="nccl" if hw.use_gpu else "gloo", timeout_s=600),
         scaling_config=ScalingConfig(num_workers=hw.num_workers, use_gpu=hw.use_gpu,
                                      resources_per_worker=resources),
         run_config=ray.train.RunConfig(
-            name=f"{spec.sweep.name}.{config['trial_id']}", storage_path=str(paths.ray_storage),
+            name=f"{spec.sweep.name}.{config['trial_id']}", storage_path=storage,
             callbacks=[TuneReportCallback()],
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             failure_config=FailureConfig(max_failures=hw.max_failures),
@@ -53,7 +61,25 @@ def trial_driver(config: dict, job: dict, trials: dict, manifest: str, label_col
     result = trainer.fit()
     if result.error:
         raise result.error
-    write_trial_result(paths, config["trial_id"], t, result.metrics, result.checkpoint)
+    if result.metrics.get("ended_early"):
+        write_trial_stopped(paths, config["trial_id"], result.metrics, StopSignal(stop_file).reason() or "",
+                            result.checkpoint)
+    else:
+        write_trial_result(paths, config["trial_id"], t, result.metrics, result.checkpoint)
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    tmp.replace(path)
+
+
+def write_trial_stopped(paths: SweepPaths, trial_id: str, metrics: dict, reason: str, checkpoint) -> None:
+    """The marker of a trial that ended before its budget; the sweep reports it, a re-run resumes it."""
+    paths.trial_dir(trial_id).mkdir(parents=True, exist_ok=True)
+    clean = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
+    _write_json(paths.trial_dir(trial_id) / STOPPED, {"trial_id": trial_id, "reason": reason or "stop requested",
+                                                      "metrics": clean, "checkpoint": checkpoint.path})
 
 
 def write_trial_result(paths: SweepPaths, trial_id: str, trial: dict, metrics: dict, checkpoint) -> None:
@@ -66,6 +92,5 @@ def write_trial_result(paths: SweepPaths, trial_id: str, trial: dict, metrics: d
     clean = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
     payload = {"trial_id": trial_id, "trial": trial, "metrics": clean, "budget": budget,
                "checkpoint": checkpoint.path}
-    tmp = paths.result_json(trial_id).with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    tmp.replace(paths.result_json(trial_id))
+    _write_json(paths.result_json(trial_id), payload)
+    (tdir / STOPPED).unlink(missing_ok=True)      # resumed after a stop and now done

@@ -1,8 +1,9 @@
 """Manifest rows -> training arrays (run by Ray Data `map_batches` on CPU, or directly in tests).
 
 Images are decoded once to a fixed square (short side resized with antialiasing, centre-cropped) as uint8,
-so the device receives compact tensors and does all augmentation itself. Undecodable images are dropped
-from the batch and quarantined (uri + one-line reason; never pixels or report text).
+so the device receives compact tensors and does all augmentation itself. A batch that carries `image_bytes`
+(prepared shards, `data.shards`) decodes those bytes; otherwise each row's `uri` is read. Undecodable images
+are dropped from the batch and quarantined (uri + one-line reason; never pixels or report text).
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from radscale.data.images import ImageDecodeError, decode_image
+from radscale.data.images import ImageDecodeError, decode_bytes, decode_image
+from radscale.data.shards import IMAGE_BYTES
 from radscale.data.vocab import DEVICE_TYPES, Vocabulary
 from radscale.models.text import tokenize
 
@@ -58,18 +60,31 @@ class TrainBatchBuilder:
         with open(Path(self.quarantine_dir) / f"decode-{os.getpid()}.jsonl", "a") as f:
             f.write(json.dumps(rec) + "\n")
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def decode_square(self, uri: str, data: bytes | None = None) -> np.ndarray:
+        """One uint8 square from prepared bytes when given, else from the file at `uri`."""
+        if data is None:
+            dec = decode_image(uri, short_side=self.size, upscale=True)
+        else:
+            dec = decode_bytes(data, uri_for_errors=uri, short_side=self.size, upscale=True)
+        return square_uint8(dec.pixels, self.size)
+
+    def decode_batch(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """([B', size, size] uint8, kept row indices); undecodable rows are quarantined and left out."""
+        blobs = batch.get(IMAGE_BYTES)
         images, keep = [], []
         for i, (image_id, uri) in enumerate(zip(batch["image_id"], batch["uri"])):
             try:
-                dec = decode_image(str(uri), short_side=self.size, upscale=True)
+                images.append(self.decode_square(str(uri), None if blobs is None else blobs[i]))
             except ImageDecodeError as err:
                 self._quarantine(str(image_id), err)
                 continue
-            images.append(square_uint8(dec.pixels, self.size))
             keep.append(i)
-        idx = np.asarray(keep, dtype=np.int64)
-        out = {"image": np.stack(images) if images else np.zeros((0, self.size, self.size), np.uint8)}
+        stacked = np.stack(images) if images else np.zeros((0, self.size, self.size), np.uint8)
+        return stacked, np.asarray(keep, dtype=np.int64)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        images, idx = self.decode_batch(batch)
+        out = {"image": images}
         if self.objective in ("clip", "unicl"):
             reports = [str(r) if r is not None else "" for r in np.asarray(batch["report"], dtype=object)[idx]]
             out["tokens"] = tokenize(reports, self.context_length).numpy()

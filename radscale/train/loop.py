@@ -4,6 +4,11 @@ Each iteration every rank (1) waits a bounded time for a batch, (2) joins one al
 rank 0's "budget spent" / "report now" / "checkpoint now" and each rank's "no batch yet" — and (3) steps only
 when all ranks hold a batch. So every rank runs the same number of steps and reports the same number of times
 (`ray.train.report` is a barrier), and the stop lands within half a step of the budget even during a stall.
+
+An external "end now" (`end_requested`, read by rank 0 only: the sweep's cost guard or a user's stop file) joins
+the same all-reduce, so the loop ends on every rank at once with a final checkpoint and `ended_early = 1`.
+The budget clock is paused while a report or checkpoint is written: that time is storage I/O, whose length
+depends on where checkpoints go, not training.
 """
 from __future__ import annotations
 
@@ -31,8 +36,12 @@ class LoopSettings:
 def run_budgeted_loop(*, stream: BatchStream, clock: BudgetClock, step: StepFn, agree: Agree,
                       report: ReportFn, settings: LoopSettings, is_chief: bool,
                       wall: Callable[[], float] = time.monotonic, first_step_s: float = 0.0,
-                      first_step_samples: int = 0) -> dict:
-    """Runs until rank 0 says the budget is spent; returns the final metrics (already reported).
+                      first_step_samples: int = 0, end_requested: Callable[[], bool] | None = None) -> dict:
+    """Runs until rank 0 says the budget is spent or an end was requested; returns the final metrics (already
+    reported). `end_requested` is read every iteration, so it must be cheap (poll storage elsewhere).
+
+    Invariant (tested): |train_s - budget| <= max_step_s + batch_wait_s — the stop is decided before a step
+    from the running step-time estimate, and a wait for data is bounded.
 
     `first_step_s` / `first_step_samples` (the warm-up step) seed the step-size estimate of the stop rule.
     """
@@ -40,6 +49,7 @@ def run_budgeted_loop(*, stream: BatchStream, clock: BudgetClock, step: StepFn, 
     batch = None
     step_s = first_step_s              # EMA of step duration, for the midpoint stop rule
     step_samples = first_step_samples
+    max_step_s = 0.0
     last_report = last_ckpt = wall()
     last_metrics: dict = {}
     while True:
@@ -50,15 +60,21 @@ def run_budgeted_loop(*, stream: BatchStream, clock: BudgetClock, step: StepFn, 
         now = wall()
         flags = [0.0, 0.0, 0.0, 0.0 if batch is not None else 1.0]
         if is_chief:
-            flags[0] = float(clock.should_stop(step_s, step_samples, step_samples * settings.flops_per_sample))
+            # flags[0]: 1 = budget spent, 2 = end requested before it was (only rank 0 sets it, so max = its value)
+            if clock.should_stop(step_s, step_samples, step_samples * settings.flops_per_sample):
+                flags[0] = 1.0
+            elif end_requested is not None and end_requested():
+                flags[0] = 2.0
             flags[1] = float(now - last_report >= settings.report_every_s)
             flags[2] = float(settings.checkpoint_every_s > 0 and now - last_ckpt >= settings.checkpoint_every_s)
         stop, do_report, do_ckpt, not_ready = agree(flags)
         if stop:
+            ended_early = stop >= 2.0
             break
         if do_report or do_ckpt:
             clock.sync()
             report(_metrics(clock, last_metrics, settings), bool(do_ckpt))
+            clock.start()                  # resume from the synced elapsed time: the report is not training
             last_report = wall()
             if do_ckpt:
                 last_ckpt = last_report
@@ -69,13 +85,15 @@ def run_budgeted_loop(*, stream: BatchStream, clock: BudgetClock, step: StepFn, 
         batch = None
         dt = wall() - t
         step_s = dt if step_s == 0 else 0.7 * step_s + 0.3 * dt
+        max_step_s = max(max_step_s, dt)
         step_samples = int(out.pop("samples"))
         state.samples += step_samples
         state.steps += 1
         state.flops += step_samples * settings.flops_per_sample
-        last_metrics = out
+        last_metrics = dict(out, max_step_s=max_step_s)
     clock.sync()
     final = _metrics(clock, last_metrics, settings)
+    final["ended_early"] = int(ended_early)   # 1: budget not spent; the trial resumes from this checkpoint
     report(final, True)
     return final
 

@@ -2,12 +2,20 @@
 
 Everything Ray-specific reaches this function through `runtime` (rank, collectives, the batch stream, report),
 so the same code runs in-process in unit tests and inside a Ray Train worker.
+
+After a failure the worker group restarts from the last checkpoint and the budget clock continues from the
+elapsed time saved in it: training done after that checkpoint was lost with the failed workers and is *not*
+counted (the final weights saw exactly `train_s` of training). The wall time from that checkpoint to the
+restarted worker (lost work + failure detection + restart) is recorded as `recovery_s`; time spent writing
+reports and checkpoints (clock paused) as `io_s`. Both are carried across restarts in the checkpoint's trial.json.
 """
 from __future__ import annotations
 
+import json
 import tempfile
 import time
-from typing import Any, Iterable, Protocol
+from pathlib import Path
+from typing import Any, Callable, Iterable, Protocol
 
 import torch
 
@@ -41,8 +49,24 @@ def _inputs(task_objective: str, batch: dict, device: torch.device) -> dict:
             "labels": torch.as_tensor(batch["labels"]).to(device)}
 
 
-def train_trial(job: JobSpec, trial: TrialSpec, subset_size: int, runtime: Runtime) -> dict:
+def _carried(restore: str | None, t_start_unix: float) -> dict:
+    """io_s / recovery_s of earlier attempts, plus this restart's recovery interval (unless the checkpoint was
+    the final one of a run that ended cleanly, e.g. stopped by the cost guard and resumed later)."""
+    prev = {}
+    if restore and (Path(restore) / "trial.json").exists():
+        prev = json.loads((Path(restore) / "trial.json").read_text())
+    out = {"io_s": float(prev.get("io_s", 0.0)), "recovery_s": float(prev.get("recovery_s", 0.0))}
+    if prev.get("saved_unix") and not prev.get("clean_end"):
+        out["recovery_s"] += max(0.0, t_start_unix - float(prev["saved_unix"]))
+    return out
+
+
+def train_trial(job: JobSpec, trial: TrialSpec, subset_size: int, runtime: Runtime,
+                end_requested: Callable[[], bool] | None = None) -> dict:
+    """Train one trial for its budget (resuming from `runtime.restore_dir()` if any) and return the final
+    metrics. `end_requested` (rank 0 only) ends the loop early and collectively; see `run_budgeted_loop`."""
     t_start = time.monotonic()
+    t_start_unix = time.time()
     objective = trial.encoder.objective
     train = job.train
     seed = trial.seed + train.seed_offset
@@ -61,6 +85,7 @@ def train_trial(job: JobSpec, trial: TrialSpec, subset_size: int, runtime: Runti
             state = load_checkpoint(restore, engine, task)
             state.restarts += 1
         clock = BudgetClock(job.budget, state, devices=runtime.world_size)
+        carried = _carried(restore, t_start_unix)
         meta = {"trial_id": trial.trial_id, "encoder": trial.encoder.name, "objective": objective,
                 "size": trial.size, "seed": trial.seed}
 
@@ -88,18 +113,25 @@ def train_trial(job: JobSpec, trial: TrialSpec, subset_size: int, runtime: Runti
         clock.start()
 
         def report(metrics: dict, with_checkpoint: bool) -> None:
+            t_io = time.monotonic()
+            metrics.update(carried)
             if not with_checkpoint:
                 runtime.report(metrics, None)
-                return
-            with tempfile.TemporaryDirectory(prefix="radscale-ckpt-") as tmp:
-                save_checkpoint(tmp, engine, task, clock.state, meta, runtime.rank == 0)
-                runtime.report(metrics, tmp)
+            else:
+                with tempfile.TemporaryDirectory(prefix="radscale-ckpt-") as tmp:
+                    # "ended_early" is only in the final metrics: a resume from it is not a failure recovery.
+                    save_checkpoint(tmp, engine, task, clock.state,
+                                    {**meta, **carried, "saved_unix": time.time(),
+                                     "clean_end": "ended_early" in metrics}, runtime.rank == 0)
+                    runtime.report(metrics, tmp)
+            carried["io_s"] += time.monotonic() - t_io
 
         settings = LoopSettings(batch_wait_s=train.batch_wait_s, report_every_s=train.report_every_s,
                                 checkpoint_every_s=train.checkpoint_every_s, subset_size=subset_size,
                                 flops_per_sample=flops)
         return run_budgeted_loop(stream=stream, clock=clock, step=step, agree=runtime.agree, report=report,
                                  settings=settings, is_chief=runtime.rank == 0, first_step_s=warm_s,
-                                 first_step_samples=warm_samples)
+                                 first_step_samples=warm_samples,
+                                 end_requested=end_requested if runtime.rank == 0 else None)
     finally:
         stream.close()

@@ -84,8 +84,8 @@ def test_report_results_and_budget(sweep):
     for tid in ids - {i for i in ids if ".n0." in i}:
         res = json.loads((root / "trials" / tid / "result.json").read_text())["metrics"]
         assert res["steps"] > 1 and res["startup_s"] > 0 and res["images_per_s"] > 0
-        # Half a step at most either side; steps here are ~0.1-0.5 s, the machine is shared.
-        assert abs(res["budget_deviation"]) < 0.15, (tid, res["budget_deviation"])
+        # The stop lands within one step (+ the bounded wait for data) of the budget, whatever the load.
+        assert abs(res["train_s"] - 4.0) <= res["max_step_s"] + 0.25 + 1e-6, (tid, res)
         assert res["epochs"] == pytest.approx(res["samples_seen"] / int(tid.split(".n")[1].split(".")[0]))
 
 

@@ -51,6 +51,7 @@ def test_progress_and_stop_rule_bound_deviation_by_half_a_step():
         clock = FakeClock()
         c, final, reports = _run(10.0, step_s, clock)
         assert abs(final["train_s"] - 10.0) <= step_s / 2 + 1e-9
+        assert final["max_step_s"] == pytest.approx(step_s)
         assert final["budget_deviation"] == pytest.approx(final["train_s"] / 10.0 - 1)
         assert final["steps"] == round(final["train_s"] / step_s)
         assert final["epochs"] == pytest.approx(final["samples_seen"] / 80)
@@ -111,3 +112,23 @@ def test_schedules():
     assert warmup_cosine(0.1, 1.0, 0.1, 0.1) == pytest.approx(1.0)
     assert warmup_cosine(1.0, 1.0, 0.1, 0.1) == pytest.approx(0.1)
     assert warmup_cosine(1.7, 1.0, 0.1, 0.1) == pytest.approx(0.1)     # the step crossing the budget
+
+
+def test_stop_invariant_with_spiky_steps():
+    """Step times vary 10x (a shared machine): the stop still lands within one step of the budget."""
+    import random
+
+    rnd = random.Random(0)
+    for trial in range(20):
+        clock = FakeClock()
+        c = BudgetClock(BudgetSpec(value=5.0), BudgetState(), clock=clock)
+        c.start()
+
+        def step(batch, progress):
+            clock.t += rnd.choice([0.05, 0.1, 0.1, 0.5])
+            return {"samples": 1}
+
+        final = run_budgeted_loop(stream=FakeStream(clock), clock=c, step=step, agree=list,
+                                  report=lambda m, ck: None, settings=LoopSettings(), is_chief=True, wall=clock,
+                                  first_step_s=0.1, first_step_samples=1)
+        assert abs(final["train_s"] - 5.0) <= final["max_step_s"] + 1e-9

@@ -28,3 +28,29 @@ def test_missing_manifest_is_refused_before_compute(tmp_path):
 def test_help_lists_commands():
     out = _run("--help")
     assert out.returncode == 0 and all(c in out.stdout for c in ("sweep", "validate", "phantom", "report", "ui"))
+
+
+def test_phantom_then_label_against_its_own_ground_truth(tmp_path):
+    out = _run("phantom", "--out", str(tmp_path / "ph"), "--n", "60", "--size", "64")
+    assert out.returncode == 0, out.stderr
+    manifest = tmp_path / "ph" / "manifest.parquet"
+    labelled = tmp_path / "labelled.parquet"
+    out = _run("label", str(manifest), "--out", str(labelled), "--evaluate", str(manifest))
+    assert out.returncode == 0, out.stderr
+    assert "labelled 60 report(s)" in out.stdout
+    macro = [line for line in out.stdout.splitlines() if line.strip().startswith("macro")]
+    assert macro and float(macro[0].split()[-1]) > 0.9          # rule labeler vs the phantom's own labels
+
+
+def test_import_folder_end_to_end(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    for p in ("p1", "p2"):
+        (tmp_path / "imgs" / p).mkdir(parents=True)
+        Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "imgs" / p / f"{p}_a.png")
+    out = _run("import", "folder", str(tmp_path / "imgs"), "--out", str(tmp_path / "m.parquet"))
+    assert out.returncode == 0, out.stderr
+    assert "imported 2 image(s) of 2 patient(s)" in out.stdout
+    bad = _run("import", "nosuch", str(tmp_path), "--out", str(tmp_path / "x.parquet"))
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1

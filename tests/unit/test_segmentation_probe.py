@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 from scipy import ndimage
 
 from radscale.data.vocab import DEVICE_TYPES
@@ -7,6 +8,15 @@ from radscale.errors import RadscaleError
 from radscale.evaluate.seg_metrics import cldice_scores, dice_scores, skeletonize, zhang_suen_skeleton
 from radscale.evaluate.segmentation import (evaluate_segmentation, fit_segmentation_probe, macro_mean,
                                             unpack_masks)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models: thread hand-offs cost more than they save, badly so on a loaded 2-core machine."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 
 def _bar(h=24, w=48, rows=slice(9, 16), cols=slice(4, 44)):

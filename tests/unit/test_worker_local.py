@@ -47,13 +47,14 @@ def _threads():
 
 @pytest.mark.parametrize("objective", ["dinov2", "unicl"])
 def test_trial_trains_for_its_budget_and_checkpoints(objective, tmp_path):
-    job = _job(objective, 3.0)
+    job = _job(objective, 4.0)
     trial = TrialSpec("t", job.encoders[0], 64, 0)
     rt = LocalRuntime(_epochs(objective), tmp_path)
     final = train_trial(job, trial, 64, rt)
     assert final["steps"] >= 2 and final["samples_seen"] == 8 * final["steps"]     # warm-up step included
     assert final["train_s"] > 0 and final["startup_s"] > 0 and final["flops_per_sample"] > 0
-    assert abs(final["budget_deviation"]) < 0.5          # bounded by half a step; CI machines are noisy
+    # The stop lands within one step (+ the bounded batch wait) of the budget, however loaded the machine is.
+    assert abs(final["train_s"] - 4.0) <= final["max_step_s"] + job.train.batch_wait_s + 1e-6
     metrics, ckpt = rt.reports[-1]
     assert ckpt is not None and (Path(ckpt) / "encoder.pt").exists()
     assert json.loads((Path(ckpt) / "budget.json").read_text())["steps"] == final["steps"]
@@ -72,7 +73,7 @@ def test_restart_resumes_weights_and_clock(tmp_path):
     assert f2["restarts"] == 1
     assert f2["steps"] > f1["steps"] and f2["samples_seen"] > f1["samples_seen"]
     # The clock continued from the first run's elapsed time instead of restarting at zero.
-    assert f2["train_s"] == pytest.approx(4.0, abs=1.5)
+    assert abs(f2["train_s"] - 4.0) <= f2["max_step_s"] + longer.train.batch_wait_s + 1e-6
     assert f2["startup_s"] > f1["startup_s"]
     w1 = torch.load(Path(ckpt) / "encoder.pt")
     w2 = torch.load(Path(second.reports[-1][1]) / "encoder.pt")

@@ -10,8 +10,10 @@ Label codes inside importers are int8 numpy arrays in the radscale convention (1
 
 Policy for rows (documented once, used everywhere): a row whose image file is missing, whose label value is not
 in the source's convention, or whose required id is empty is skipped and counted under a short reason; the run
-goes on. A file that cannot be used at all (not found, missing a required column, malformed CSV structure) is a
-one-line RadscaleError naming the file (and line). Report text never enters a reason, an error or a log.
+goes on. `check_files=False` keeps rows without looking at the disk (a manifest written before the images
+arrive); `radscale.data.manifest.require_images` then refuses missing files when the manifest is used. A file
+that cannot be used at all (not found, missing a required column, malformed CSV structure) is a one-line
+RadscaleError naming the file (and line). Report text never enters a reason, an error or a log.
 """
 from __future__ import annotations
 
@@ -273,6 +275,8 @@ def read_csv_chunks(path: Path, chunk_rows: int, **options) -> Iterator[pd.DataF
         raise RadscaleError(f"{path}: not UTF-8 text") from None
     except (OSError, EOFError, zlib.error) as err:
         raise RadscaleError(f"{path}: unreadable ({type(err).__name__})") from None
+    except ValueError as err:  # e.g. a requested column the file lacks; pandas' text may quote cells, so drop it
+        raise RadscaleError(f"{path}: unusable CSV ({type(err).__name__})") from None
 
 
 def column(chunk: pd.DataFrame, name: str) -> np.ndarray:
@@ -324,9 +328,11 @@ def patient_from_path(path: str, pattern: re.Pattern[str]) -> str:
 
 
 def patient_from_folder(rel_parts: Sequence[str], depth: int) -> str:
-    """Folder `depth` levels above the file (1 = parent); '' when the file sits shallower than that."""
+    """Folder `depth` levels above the file (1 = parent); the top folder for a shallower file; '' at the root."""
     folders = list(rel_parts[:-1])
-    return folders[-depth] if 1 <= depth <= len(folders) else ""
+    if not folders:
+        return ""
+    return folders[-depth] if 1 <= depth <= len(folders) else folders[0]
 
 
 def read_dicom_header(path: Path):

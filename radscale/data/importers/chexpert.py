@@ -23,8 +23,8 @@ import pandas as pd
 import pyarrow as pa
 
 from radscale.data.importers.base import (
-    DEFAULT_CHUNK_ROWS, NULL, ImportSummary, ManifestColumns, ManifestWriter, column, csv_columns, existing, parse_codes,
-    parse_int, patient_from_path, read_csv_chunks, select,
+    DEFAULT_CHUNK_ROWS, NULL, ImportSummary, ManifestColumns, ManifestWriter, column, csv_columns, existing,
+    parse_codes, parse_int, patient_from_path, read_csv_chunks, select,
 )
 from radscale.data.vocab import FINDINGS
 from radscale.errors import RadscaleError
@@ -75,7 +75,8 @@ def _relative(path: str) -> str:
 def import_chexpert(root: Path, out: Path, *, csvs: Sequence[str] = ("train.csv", "valid.csv"),
                     check_files: bool = True, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> ImportSummary:
     """Import the CheXpert CSVs named in `csvs` (those present; at least one must be)."""
-    files = [Path(root) / name for name in csvs if (Path(root) / name).is_file()]
+    root = Path(root).expanduser().resolve()
+    files = [root / name for name in csvs if (root / name).is_file()]
     if not files:
         raise RadscaleError(f"{root}: no CheXpert CSV found (looked for {', '.join(csvs)})")
     columns = ManifestColumns(labels=LABELS, extras=EXTRAS)
@@ -84,7 +85,7 @@ def import_chexpert(root: Path, out: Path, *, csvs: Sequence[str] = ("train.csv"
             split = csv_path.name.split(".")[0]
             csv_columns(csv_path, required=("Path",) + tuple(CHEXPERT_LABELS))
             for chunk in read_csv_chunks(csv_path, chunk_rows):
-                _write_chunk(writer, chunk, Path(root), split, check_files)
+                _write_chunk(writer, chunk, root, split, check_files)
         return writer.finish()
 
 

@@ -84,7 +84,7 @@ def _splits(root: Path, chunk_rows: int) -> dict[str, str]:
 def import_mimic_cxr(root: Path, out: Path, *, labels: str = "chexpert", reports_root: Path | None = None,
                      check_files: bool = True, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> ImportSummary:
     """Import MIMIC-CXR-JPG; see the module docstring for `labels` and `reports_root`."""
-    root = Path(root)
+    root = Path(root).expanduser().resolve()
     if labels not in LABEL_SOURCES:
         raise RadscaleError(f"mimic-cxr: labels must be one of {LABEL_SOURCES}, got {labels!r}")
     metadata = require_file(root, f"{PREFIX}-metadata.csv", what="MIMIC-CXR-JPG metadata CSV")
@@ -111,7 +111,8 @@ def import_mimic_cxr(root: Path, out: Path, *, labels: str = "chexpert", reports
             data: dict[str, object] = {
                 "image_id": dicom, "patient_id": subject, "study_id": study, "uri": uri,
                 "view": column(chunk, "ViewPosition"), "dicom_id": dicom, "subject_id": subject,
-                "study_date": column(chunk, "StudyDate"), "procedure": column(chunk, "PerformedProcedureStepDescription"),
+                "study_date": column(chunk, "StudyDate"),
+                "procedure": column(chunk, "PerformedProcedureStepDescription"),
                 "source_split": np.array([splits.get(s, "") for s in subject], dtype=object),
             }
             keep = np.ones(len(chunk), bool)

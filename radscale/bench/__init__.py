@@ -1,0 +1,1 @@
+"""Benchmarks: radscale paths side by side with bare PyTorch baselines; each prints one JSON line."""

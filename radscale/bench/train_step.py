@@ -1,0 +1,137 @@
+"""`radscale bench train`: the radscale training path vs a bare PyTorch loop on the same task, batch and device.
+
+Both sides run the *same* task module (model + loss + on-device augmentation) on the same synthetic uint8
+batches for the same wall-clock seconds after a warm-up step; the radscale side goes through DeepSpeed and the
+budgeted loop (collectives, schedules, reporting), the bare side is `loss.backward(); opt.step()`. The ratio of
+images/s is the overhead of radscale's machinery. FLOPs per sample are counted once with FlopCounterMode.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+
+import torch
+
+from radscale.config.specs import JobSpec
+from radscale.config.trial import TrialSpec
+from radscale.models.registry import get_flavour
+from radscale.objectives.build import build_task
+from radscale.train.flops import count_flops_per_sample
+
+FULL_SIZE_DINO = {"global_size": 224, "local_size": 98, "local_crops": 8}
+
+
+def _job(encoder: str, objective: str, batch: int, seconds: float, precision: str, use_gpu: bool) -> JobSpec:
+    dino = FULL_SIZE_DINO if get_flavour(encoder).img_size >= 224 else {
+        "global_size": 64, "local_size": 32, "local_crops": 4, "n_prototypes": 1024, "head_hidden": 256,
+        "head_bottleneck": 64}
+    return JobSpec.model_validate({
+        "sweep": {"name": "bench"}, "encoders": [{"name": encoder, "objective": objective}], "sizes": [10**9],
+        "budget": {"value": seconds}, "hardware": {"use_gpu": use_gpu},
+        "train": {"batch_size": batch, "precision": precision, "report_every_s": 1e9, "dinov2": dino}})
+
+
+def _batches(job: JobSpec, objective: str, decode: int, device: torch.device):
+    g = torch.Generator().manual_seed(0)
+    b = job.train.batch_size
+    batch = {"image": torch.randint(0, 255, (b, decode, decode), dtype=torch.uint8, generator=g)}
+    if objective != "dinov2":
+        from radscale.models.text import tokenize
+        batch["tokens"] = tokenize(["no acute cardiopulmonary process. " * 4] * b, job.train.clip.context_length)
+        batch["labels"] = (torch.rand(b, 23, generator=g) < 0.2).to(torch.int8)
+    return batch
+
+
+def _inputs(objective: str, batch: dict, device: torch.device) -> dict:
+    out = {"images": batch["image"].to(device)}
+    if objective != "dinov2":
+        out.update(tokens=batch["tokens"].long().to(device), labels=batch["labels"].to(device))
+    return out
+
+
+def bare_loop(job: JobSpec, objective: str, batch: dict, device: torch.device, seconds: float) -> dict:
+    task = build_task(job.encoders[0], job.train, 0).to(device)
+    opt = torch.optim.AdamW([p for p in task.parameters() if p.requires_grad], lr=job.train.lr,
+                            fused=device.type == "cuda")
+    inputs = _inputs(objective, batch, device)
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=job.train.precision == "bf16")
+
+    def step():
+        with amp:
+            loss, _ = task(**inputs, progress=0.5)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        task.after_step(0.5)
+
+    step()                                   # warm-up, as on the radscale side
+    _sync(device)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        step()
+        n += 1
+    _sync(device)
+    dt = time.perf_counter() - t0
+    return {"images_per_s": n * job.train.batch_size / dt, "steps": n}
+
+
+def radscale_loop(job: JobSpec, objective: str, batch: dict, device: torch.device) -> dict:
+    from radscale.train.local import LocalRuntime
+    from radscale.train.worker import train_trial
+
+    def epochs(_):
+        while True:
+            yield batch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rt = LocalRuntime(epochs, tmp)
+        rt.device = device
+        final = train_trial(job, TrialSpec("bench", job.encoders[0], 10**9, 0), 10**9, rt)
+    return {"images_per_s": final["images_per_s"], "steps": final["steps"], "flops_per_sample":
+            final.get("flops_per_sample", 0.0), "budget_deviation": final["budget_deviation"]}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def run_train_bench(encoder: str = "rad-dino-tiny", objective: str = "dinov2", batch_size: int = 16,
+                    seconds: float = 10.0, device: str = "", peak_tflops: float = 0.0) -> dict:
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    precision = "bf16" if dev.type == "cuda" else "fp32"
+    job = _job(encoder, objective, batch_size, seconds, precision, dev.type == "cuda")
+    decode = max(get_flavour(encoder).img_size, job.train.dinov2.global_size) if objective == "dinov2" \
+        else get_flavour(encoder).img_size
+    batch = _batches(job, objective, decode, dev)
+    task = build_task(job.encoders[0], job.train, 0).to(dev)
+    flops = count_flops_per_sample(task, _inputs(objective, batch, dev))
+    del task
+    bare = bare_loop(job, objective, batch, dev, seconds)
+    ours = radscale_loop(job, objective, batch, dev)
+    out = {"bench": "train", "encoder": encoder, "objective": objective, "device": str(dev),
+           "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+           "threads": torch.get_num_threads(), "batch_size": batch_size, "precision": precision,
+           "flops_per_sample": flops, "radscale_images_per_s": ours["images_per_s"],
+           "bare_images_per_s": bare["images_per_s"], "ratio": ours["images_per_s"] / bare["images_per_s"],
+           "radscale_budget_deviation": ours["budget_deviation"]}
+    tflops = ours["images_per_s"] * flops / 1e12
+    out["radscale_tflops"] = tflops
+    if peak_tflops:
+        out["mfu"] = tflops / peak_tflops
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="radscale bench train")
+    p.add_argument("--encoder", default="rad-dino-tiny")
+    p.add_argument("--objective", default="dinov2")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--device", default="")
+    p.add_argument("--peak-tflops", type=float, default=0.0)
+    a = p.parse_args(argv)
+    print(json.dumps(run_train_bench(a.encoder, a.objective, a.batch_size, a.seconds, a.device, a.peak_tflops)))

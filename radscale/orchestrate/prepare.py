@@ -1,0 +1,240 @@
+"""`radscale prepare`: a Ray Data job that decodes every manifest image once and writes prepared shards.
+
+Layout of the output folder (local path or bucket URI):
+  prepare.json          settings; a folder prepared with other settings is refused, never mixed
+  rows.parquet          the manifest in shard order, one row group per shard (what each task reads)
+  shards/part-<start>-<end>.parquet   prepared rows [start, end) (`data.shards`), 32-row row groups
+  shards/part-<start>-<end>.done      completion marker: rows digest, settings, counts, quarantine records
+  quarantine.parquet    rows that failed to decode, with the reason
+  manifest.parquet      every prepared row without the image bytes, plus `shard` and `shard_row`: the
+                        manifest a sweep reads (`data.shards = <folder>`)
+  prepared.json         the summary, written last
+
+Rows are ordered by the nested-subset key of `order_seed` (splits.rank_keys), so with the sweep's split seed
+equal to it, subset(n) lives in the first ~n / pretrain-fraction rows: a small subset reads few shards. The run
+is idempotent and resumable: a shard whose file and matching marker exist is skipped.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray.data
+from pyarrow import fs as pafs
+
+from radscale.data.manifest import read_manifest
+from radscale.data.quarantine import Quarantine, QuarantineRecord
+from radscale.data.shards import (DEFAULT_SHORT_SIDE, IMAGE_BYTES, PREPARED_FIELDS, ROW_GROUP_ROWS, SHARD,
+                                  SHARD_ROW, filesystem, prepare_rows, shard_name, shard_ranges,
+                                  without_prepared_columns)
+from radscale.data.splits import rank_keys
+from radscale.data.vocab import Vocabulary
+from radscale.errors import RadscaleError
+
+PREPARE_VERSION = 1
+TASK_CPUS = 1.0
+
+
+@dataclass(frozen=True)
+class PrepareSummary:
+    out_dir: str
+    manifest: str            # the prepared manifest a sweep reads (no image bytes)
+    rows: int                # rows of the source manifest
+    shards: int
+    shards_written: int      # by this run
+    shards_skipped: int      # finished earlier (file + matching marker)
+    images: int              # prepared images in all shards
+    images_written: int      # by this run
+    quarantined: int         # rows that failed to decode, over all shards
+    seconds: float           # wall clock of this run's shard writing
+    images_per_s: float      # rows this run processed / seconds (0 when nothing was pending)
+    short_side: int
+    bits: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _join(root: str, *parts: str) -> str:
+    return "/".join([root.rstrip("/"), *parts])
+
+
+def _read_json(fs, path: str) -> dict | None:
+    try:
+        with fs.open_input_stream(path) as f:
+            return json.loads(f.read().decode())
+    except (FileNotFoundError, OSError, ValueError):
+        return None
+
+
+def _write_bytes(fs, path: str, data: bytes) -> None:
+    """Write then rename on local disks (no half-written file survives a crash); object puts are atomic."""
+    tmp = f"{path}.tmp" if isinstance(fs, pafs.LocalFileSystem) else path
+    with fs.open_output_stream(tmp) as f:
+        f.write(data)
+    if tmp != path:
+        fs.move(tmp, path)
+
+
+def _write_table(fs, path: str, table: pa.Table, row_group_size: int) -> None:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, row_group_size=max(1, row_group_size))
+    _write_bytes(fs, path, sink.getvalue().to_pybytes())
+
+
+def _digest(rows: pa.Table) -> str:
+    """Identity of a shard's input rows: a changed manifest re-prepares the shards it touches."""
+    h = hashlib.blake2b(digest_size=16)
+    for name in ("image_id", "uri"):
+        h.update("\n".join(rows.column(name).to_pylist()).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _read_range(fs, rows_path: str, start: int, end: int) -> pa.Table:
+    with fs.open_input_file(rows_path) as f:
+        pf = pq.ParquetFile(f)
+        bounds = np.concatenate([[0], np.cumsum([pf.metadata.row_group(i).num_rows
+                                                 for i in range(pf.metadata.num_row_groups)])])
+        groups = [g for g in range(len(bounds) - 1) if bounds[g] < end and bounds[g + 1] > start]
+        table = pf.read_row_groups(groups)
+    return table.slice(start - int(bounds[groups[0]]), end - start)
+
+
+def _write_shards(batch: dict, out_dir: str, settings: dict) -> dict:
+    """Ray Data task: prepare and write the shards named in `batch` (one per task by construction)."""
+    fs, root = filesystem(out_dir)
+    stats: dict[str, list] = {"start": [], "images": [], "quarantined": []}
+    for start, end, digest in zip(batch["start"], batch["end"], batch["digest"]):
+        start, end = int(start), int(end)
+        t0 = time.perf_counter()
+        rows = _read_range(fs, _join(root, "rows.parquet"), start, end)
+        prepared, quarantine = prepare_rows(rows, settings["short_side"], bits=settings["bits"],
+                                            compress_level=settings["compress_level"])
+        base = _join(root, "shards", shard_name(start, end))
+        _write_table(fs, base, prepared, ROW_GROUP_ROWS)
+        marker = {"digest": str(digest), "settings": settings, "rows": end - start, "images": prepared.num_rows,
+                  "seconds": time.perf_counter() - t0, "quarantine": [asdict(r) for r in quarantine.records]}
+        _write_bytes(fs, base.removesuffix(".parquet") + ".done", json.dumps(marker).encode())
+        stats["start"].append(start)
+        stats["images"].append(prepared.num_rows)
+        stats["quarantined"].append(quarantine.count)
+    return {k: np.asarray(v, dtype=np.int64) for k, v in stats.items()}
+
+
+def _settings(short_side: int, bits: int, compress_level: int, rows_per_shard: int, order_seed: int | None) -> dict:
+    if short_side < 1:
+        raise RadscaleError(f"prepare: short_side must be >= 1, got {short_side}")
+    if bits not in (8, 16):
+        raise RadscaleError(f"prepare: bits must be 8 or 16, got {bits}")
+    if not 0 <= compress_level <= 9:
+        raise RadscaleError(f"prepare: compress_level must be in 0..9, got {compress_level}")
+    if rows_per_shard < 1:
+        raise RadscaleError(f"prepare: rows_per_shard must be >= 1, got {rows_per_shard}")
+    return {"version": PREPARE_VERSION, "short_side": short_side, "bits": bits, "compress_level": compress_level,
+            "rows_per_shard": rows_per_shard, "order_seed": order_seed, "encoding": "png"}
+
+
+def _claim(fs, root: str, settings: dict) -> None:
+    """Record the settings in a new folder; refuse a folder prepared differently (shards would mix)."""
+    path = _join(root, "prepare.json")
+    existing = _read_json(fs, path)
+    if existing is not None and existing != settings:
+        diff = sorted(k for k in set(existing) | set(settings) if existing.get(k) != settings.get(k))
+        raise RadscaleError(f"{root}: already prepared with other settings ({', '.join(diff)}); "
+                            "use a new output folder")
+    if existing is None:
+        _write_bytes(fs, path, json.dumps(settings, indent=1).encode())
+
+
+def _prepared_manifest(fs, root: str, ranges: list[tuple[int, int]], rows_schema: pa.Schema) -> pa.Table:
+    """All shards' rows without the bytes, plus `shard` (relative path) and `shard_row`."""
+    parts = []
+    for start, end in ranges:
+        name = _join("shards", shard_name(start, end))
+        with fs.open_input_file(_join(root, name)) as f:
+            pf = pq.ParquetFile(f)
+            t = pf.read(columns=[c for c in pf.schema_arrow.names if c != IMAGE_BYTES])
+        t = t.append_column(SHARD, pa.array([name] * t.num_rows, pa.string()))
+        parts.append(t.append_column(SHARD_ROW, pa.array(np.arange(t.num_rows, dtype=np.int32))))
+    if parts:
+        return pa.concat_tables(parts)
+    fields = list(rows_schema) + [f for f in PREPARED_FIELDS if f.name != IMAGE_BYTES]
+    return pa.schema(fields + [pa.field(SHARD, pa.string()), pa.field(SHARD_ROW, pa.int32())]).empty_table()
+
+
+def prepare_shards(manifest: str, out_dir: str, short_side: int = DEFAULT_SHORT_SIDE, rows_per_shard: int = 1024,
+                   *, bits: int = 8, compress_level: int = 6, order_seed: int | None = 0,
+                   task_cpus: float = TASK_CPUS, vocabulary: Vocabulary | None = None,
+                   echo: Callable[[str], None] | None = None) -> PrepareSummary:
+    """Prepare every row of `manifest` into shards under `out_dir` (Ray must be initialised or initialisable).
+
+    order_seed: shard order follows the nested-subset key of this split seed; None keeps the manifest order.
+    """
+    say = echo or (lambda _m: None)
+    settings = _settings(short_side, bits, compress_level, rows_per_shard, order_seed)
+    table = read_manifest(manifest, vocabulary)
+    table = without_prepared_columns(table)
+    if order_seed is not None:
+        table = table.take(pa.array(np.argsort(rank_keys(table.column("image_id"), order_seed), kind="stable")))
+    fs, root = filesystem(out_dir)
+    fs.create_dir(_join(root, "shards"), recursive=True)
+    _claim(fs, root, settings)
+    _write_table(fs, _join(root, "rows.parquet"), table, rows_per_shard)
+
+    ranges = shard_ranges(table.num_rows, rows_per_shard)
+    digests = [_digest(table.slice(s, e - s)) for s, e in ranges]
+    markers = [_read_json(fs, _join(root, "shards", shard_name(s, e).removesuffix(".parquet") + ".done"))
+               for s, e in ranges]
+    infos = fs.get_file_info([_join(root, "shards", shard_name(s, e)) for s, e in ranges])
+    done = [m is not None and m.get("digest") == d and m.get("settings") == settings
+            and info.type == pafs.FileType.File for m, d, info in zip(markers, digests, infos)]
+    pending = [{"start": s, "end": e, "digest": d} for (s, e), d, ok in zip(ranges, digests, done) if not ok]
+    say(f"prepare: {table.num_rows} rows in {len(ranges)} shards, {len(ranges) - len(pending)} already done")
+
+    t0 = time.perf_counter()
+    if pending:
+        ds = ray.data.from_items(pending, override_num_blocks=len(pending))
+        ds = ds.map_batches(_write_shards, fn_kwargs=dict(out_dir=out_dir, settings=settings), batch_size=1,
+                            num_cpus=task_cpus)
+        ds.take_all()
+    seconds = time.perf_counter() - t0
+
+    markers = [_read_json(fs, _join(root, "shards", shard_name(s, e).removesuffix(".parquet") + ".done"))
+               for s, e in ranges]
+    missing = [shard_name(s, e) for (s, e), m in zip(ranges, markers) if m is None]
+    if missing:
+        raise RadscaleError(f"{root}: shard {missing[0]} has no completion marker after the run")
+    quarantine = Quarantine(QuarantineRecord(**r) for m in markers for r in m["quarantine"])
+    _write_table(fs, _join(root, "quarantine.parquet"), quarantine.to_table(), 1 << 20)
+    _write_table(fs, _join(root, "manifest.parquet"), _prepared_manifest(fs, root, ranges, table.schema), 1 << 20)
+
+    public = out_dir.rstrip("/") if "://" in out_dir else root   # what users and sweeps are told
+    rows_done = sum(p["end"] - p["start"] for p in pending)
+    summary = PrepareSummary(
+        out_dir=public, manifest=_join(public, "manifest.parquet"), rows=table.num_rows, shards=len(ranges),
+        shards_written=len(pending), shards_skipped=len(ranges) - len(pending), images=sum(m["images"] for m in markers),
+        images_written=sum(m["images"] for m, ok in zip(markers, done) if not ok),
+        quarantined=quarantine.count, seconds=round(seconds, 3),
+        images_per_s=round(rows_done / seconds, 2) if pending and seconds > 0 else 0.0,
+        short_side=short_side, bits=bits)
+    _write_bytes(fs, _join(root, "prepared.json"), json.dumps(summary.as_dict(), indent=1).encode())
+    say(f"prepare: wrote {summary.shards_written} shards ({summary.images_written} images, "
+        f"{summary.images_per_s} img/s), {summary.quarantined} quarantined")
+    return summary
+
+
+def run_prepare(manifest: str, out: str, short_side: int = DEFAULT_SHORT_SIDE, rows_per_shard: int = 1024, *,
+                bits: int = 8, order_seed: int | None = 0, address: str = "", num_cpus: int | None = None,
+                echo: Callable[[str], None] | None = None) -> PrepareSummary:
+    """CLI entry: start or join Ray (see ray_env.init_ray), then `prepare_shards`."""
+    from radscale.orchestrate.ray_env import init_ray
+
+    init_ray(address, num_cpus)
+    return prepare_shards(manifest, out, short_side, rows_per_shard, bits=bits, order_seed=order_seed, echo=echo)
