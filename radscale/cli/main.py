@@ -107,6 +107,23 @@ def _label(args) -> int:
     return 0
 
 
+def _plan(args) -> int:
+    import json
+
+    import pandas as pd
+
+    from radscale.config.load import load_job
+    from radscale.report.plan import plan_text
+
+    job = load_job(args.job, args.set)
+    root = Path(job.sweep.output_dir) / job.sweep.name
+    results = pd.read_parquet(root / "results.parquet") if (root / "results.parquet").exists() else None
+    meta = root / "data" / "data.json"
+    pool = json.loads(meta.read_text())["pool_size"] if meta.exists() else None
+    print(plan_text(job, results, args.target or None, args.extra_budget_usd, pool_size=pool))
+    return 0
+
+
 def _inspect(args) -> int:
     from radscale.models.open_weights import inspect_checkpoint
 
@@ -186,6 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--evaluate", default="", metavar="GOLD", help="gold manifest: print per-label P/R/F1")
     lb.add_argument("--uncertain", default="positive", choices=["positive", "negative", "exclude"])
     lb.set_defaults(fn=_label)
+
+    pl = sub.add_parser("plan", help="trials, projected cost, and (with results) extrapolations and next sizes")
+    pl.add_argument("job")
+    pl.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    pl.add_argument("--target", action="append", type=float, default=[], help="target error τ (repeatable)")
+    pl.add_argument("--extra-budget-usd", type=float, default=None, help="budget for additional sizes")
+    pl.set_defaults(fn=_plan)
 
     ic = sub.add_parser("inspect-checkpoint", help="what an open-weights checkpoint loads into an encoder")
     ic.add_argument("path")

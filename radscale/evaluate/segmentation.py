@@ -144,6 +144,17 @@ def macro_mean(scores: np.ndarray) -> float:
     return float(per_type.mean())
 
 
+def _token_stats(tokens: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean/std over images and patches, in chunks (token arrays can be large or memory-mapped)."""
+    s = s2 = 0.0
+    for i in range(0, len(tokens), chunk):
+        x = np.asarray(tokens[i:i + chunk], np.float64).reshape(-1, tokens.shape[-1])
+        s, s2 = s + x.sum(0), s2 + (x * x).sum(0)
+    n = tokens.shape[0] * tokens.shape[1]
+    mean = s / n
+    return mean.astype(np.float32), (np.sqrt(np.maximum(s2 / n - mean ** 2, 0)) + 1e-6).astype(np.float32)
+
+
 def fit_segmentation_probe(train_tokens: np.ndarray, train_masks: np.ndarray, val_tokens: np.ndarray,
                            val_masks: np.ndarray, grid: tuple[int, int], n_types: int, head: str = "linear",
                            epochs: int = 30, lr: float = 1e-3, seed: int = 0, *, weight_decay: float = 1e-4,
@@ -157,8 +168,7 @@ def fit_segmentation_probe(train_tokens: np.ndarray, train_masks: np.ndarray, va
     _check(val_tokens, val_masks, grid, "probe_val")
     if not 1 <= n_types <= 8 * np.asarray(train_masks).dtype.itemsize:
         raise RadscaleError(f"segmentation probe: n_types={n_types} does not fit {train_masks.dtype} bitfields")
-    flat = np.asarray(train_tokens, np.float32).reshape(-1, train_tokens.shape[-1])
-    mean, std = flat.mean(0), flat.std(0) + 1e-6
+    mean, std = _token_stats(train_tokens)
     with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
         torch.manual_seed(seed)
         net = HEADS[head](train_tokens.shape[-1], n_types).to(device)

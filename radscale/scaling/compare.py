@@ -60,7 +60,7 @@ class ExponentRatio:
     def describe(self) -> str:
         a, b = self.names
         return (f"alpha_{a}/alpha_{b} = {self.ratio:.3g} ({self.level:.0%} CI {_fmt_ci(self.ci)}, paired bootstrap "
-                f"R={self.n_replicates}): ratio of exponents α in e = e∞ + a·N^−α; > 1 means {a}'s error falls "
+                f"R={self.n_replicates}): ratio of exponents α in e = a·N^−α (+ e∞ if saturating); > 1 means {a}'s error falls "
                 f"faster with N")
 
 
@@ -76,7 +76,7 @@ def exponent_ratio(fit_a: ScalingFit, fit_b: ScalingFit, *, names: tuple[str, st
 @dataclass(frozen=True)
 class DataMultiplier:
     targets: tuple[float, ...]
-    n_star_a: tuple[float, ...]  # NaN where unreachable (τ ≤ e∞)
+    n_star_a: tuple[float, ...]  # NaN where unreachable (τ ≤ e∞ or α ≤ 0)
     n_star_b: tuple[float, ...]
     ratio: tuple[float, ...]  # N*_A / N*_B: how many times B's data A needs for the same error
     ci_a: tuple[tuple[float, float], ...]
@@ -93,7 +93,7 @@ class DataMultiplier:
         for i, tau in enumerate(self.targets):
             if not (self.reachable_a[i] and self.reachable_b[i]):
                 who = " and ".join(x for x, ok in zip(self.names, (self.reachable_a[i], self.reachable_b[i])) if not ok)
-                parts.append(f"τ={tau:.4g}: unreachable for {who} (τ ≤ e∞)")
+                parts.append(f"τ={tau:.4g}: unreachable for {who} (τ ≤ e∞ or α ≤ 0)")
             else:
                 parts.append(f"τ={tau:.4g}: {self.ratio[i]:.3g}× {_fmt_ci(self.ci_ratio[i])} "
                              f"(N*_{a}={self.n_star_a[i]:.3g}, N*_{b}={self.n_star_b[i]:.3g})")
@@ -188,7 +188,7 @@ class NBeating:
         head = (f"smallest N with predicted error of {self.name} ≤ baseline {self.baseline_err:.4g}, "
                 f"N* = (a/(baseline − e∞))^(1/α): ")
         if not self.reachable:
-            return head + f"unreachable (baseline ≤ e∞); {self.level:.0%} CI {_fmt_ci(self.ci)}"
+            return head + f"unreachable (baseline ≤ e∞ or α ≤ 0); {self.level:.0%} CI {_fmt_ci(self.ci)}"
         return head + (f"{self.n_star:.3g} ({self.level:.0%} CI {_fmt_ci(self.ci)}; unreachable in "
                        f"{self.p_unreachable:.0%} of replicates{'; extrapolated' if self.extrapolated else ''})")
 

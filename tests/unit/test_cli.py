@@ -54,3 +54,11 @@ def test_import_folder_end_to_end(tmp_path):
     assert "imported 2 image(s) of 2 patient(s)" in out.stdout
     bad = _run("import", "nosuch", str(tmp_path), "--out", str(tmp_path / "x.parquet"))
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_plan_prints_projected_cost_before_anything_runs(tmp_path):
+    out = _run("plan", "jobs/paper.toml", "--set", f"sweep.output_dir='{tmp_path}'")
+    assert out.returncode == 0, out.stderr
+    assert "18 trials (15 trained, 3 size-0 baselines)" in out.stdout
+    # 24 h budget + 300 s assumed startup, 8 workers at $6.9/h: the per-trial cost is printed exactly.
+    assert f"{6.9 * 8 * (86400 + 300) / 3600:.2f}" in out.stdout
