@@ -65,6 +65,7 @@ def synthetic_manifest(rows: int, seed: int = 0, vocabulary: Vocabulary | None =
 
 
 def _phase(fn: Callable[[], object], resettable: bool) -> tuple[object, dict]:
+    pa.default_memory_pool().release_unused()   # Arrow keeps freed pages; without this a phase inherits them
     if resettable:
         reset_peak_rss()
     wall, cpu = time.perf_counter(), time.process_time()

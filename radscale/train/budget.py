@@ -21,6 +21,7 @@ class BudgetState:
     flops: float = 0.0        # global training FLOPs
     stall_s: float = 0.0      # time waiting for data (part of elapsed_s)
     startup_s: float = 0.0    # summed over (re)starts, excluded from elapsed_s
+    warmup_samples: int = 0   # samples of warm-up steps: trained on, but outside the clock
     restarts: int = 0
 
     def to_dict(self) -> dict:

@@ -104,7 +104,7 @@ def _metrics(clock: BudgetClock, step_metrics: dict, settings: LoopSettings) -> 
     m.update(steps=s.steps, samples_seen=s.samples, train_s=s.elapsed_s, stall_s=s.stall_s,
              startup_s=s.startup_s, progress=clock.progress(s.elapsed_s), budget_used=clock.used(s.elapsed_s),
              budget_deviation=clock.deviation(), restarts=s.restarts,
-             images_per_s=s.samples / s.elapsed_s if s.elapsed_s > 0 else 0.0)
+             images_per_s=(s.samples - s.warmup_samples) / s.elapsed_s if s.elapsed_s > 0 else 0.0)
     if settings.subset_size:
         m["epochs"] = s.samples / settings.subset_size
     if settings.flops_per_sample and s.elapsed_s > 0:

@@ -108,6 +108,7 @@ def train_trial(job: JobSpec, trial: TrialSpec, subset_size: int, runtime: Runti
         warm_s = time.monotonic() - t_warm
         warm_samples = warm.pop("samples")
         state.samples += warm_samples
+        state.warmup_samples += warm_samples
         state.steps += 1
         state.startup_s += time.monotonic() - t_start
         clock.start()

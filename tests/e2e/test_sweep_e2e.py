@@ -136,3 +136,43 @@ def test_bad_input_is_refused_before_compute(sweep):
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "exceed the pretraining pool" in lines[0]
+
+
+def test_mlflow_ui_lists_the_sweep_runs(sweep):
+    """`radscale ui` serves the store on loopback and its REST API lists every trial run."""
+    import json as _json
+    import socket
+    import urllib.request
+
+    tmp, *_ = sweep
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    store = f"sqlite:///{tmp / 'runs' / 'mlflow.db'}"
+    ui = subprocess.Popen([sys.executable, "-m", "radscale", "ui", "--store", store, "--port", str(port)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                exps = _json.loads(urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/search?max_results=10",
+                                                          timeout=5).read())
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "MLflow UI did not come up"
+                time.sleep(1)
+        exp = next(e for e in exps["experiments"] if e["name"] == "e2e")
+        req = urllib.request.Request(f"{url}/api/2.0/mlflow/runs/search", method="POST",
+                                     data=_json.dumps({"experiment_ids": [exp["experiment_id"]],
+                                                       "max_results": 100}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        runs = _json.loads(urllib.request.urlopen(req, timeout=10).read())["runs"]
+        names = {r["info"]["run_name"] for r in runs}
+        results = pd.read_parquet(tmp / "runs" / "e2e" / "results.parquet")
+        assert names == set(results["trial_id"]) | {"e2e"}
+        html = urllib.request.urlopen(url + "/", timeout=10).read()
+        assert b"<html" in html.lower()
+    finally:
+        ui.terminate()
+        ui.wait(timeout=30)

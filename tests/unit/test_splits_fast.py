@@ -41,6 +41,8 @@ def test_vectorised_hash_equals_the_scalar_reference():
         got = stable_hash64(IDS, seed, salt)
         assert got.dtype == np.uint64
         assert [int(v) for v in got] == [reference_hash64(s, seed, salt) for s in IDS]
+    for tiny in (["", "a", "bc"], ["1234567"], ["12345678"], [""]):    # whole buffer shorter than one word
+        assert [int(v) for v in stable_hash64(tiny, 0, "rank")] == [reference_hash64(s, 0, "rank") for s in tiny]
 
 
 def test_hash_is_pinned_so_platform_or_library_changes_are_caught():
