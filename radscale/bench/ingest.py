@@ -91,7 +91,7 @@ def bench_ingest(images: int = 16, source_size: int = 2048, short_side: int = DE
             result[f"raw_{fmt}_img_s"], result[f"raw_{fmt}_img_s_wall"] = _rate(
                 lambda f=fmt: [builder.decode_square(u) for u in uris[f]], images, repeats)
             result[f"prepare_{fmt}_img_s"], _ = _rate(lambda f=fmt: prepare_all(f), images, 1)
-        blobs = prepared["png16"]                             # prepared from the highest-fidelity originals
+        blobs = prepared["png16"]                   # prepared from the highest-fidelity originals
         result["prepared_kb"] = round(np.mean([len(b) for b in blobs]) / 1024, 1)
         result["prepared_img_s"], result["prepared_img_s_wall"] = _rate(
             lambda: [builder.decode_square("mem", b) for b in blobs], images, repeats)

@@ -107,6 +107,17 @@ def _label(args) -> int:
     return 0
 
 
+def _prepare(args) -> int:
+    import json
+
+    from radscale.orchestrate.prepare import run_prepare
+
+    summary = run_prepare(args.manifest, args.out, args.short_side, args.rows_per_shard, bits=args.bits,
+                          echo=lambda m: print(m, flush=True))
+    print(f"radscale: prepared shards in {args.out}: {json.dumps(summary.as_dict())}")
+    return 0
+
+
 def _plan(args) -> int:
     import json
 
@@ -133,9 +144,9 @@ def _inspect(args) -> int:
 
 
 def _bench(args, rest: list[str]) -> int:
-    if args.kind == "train":
-        from radscale.bench.train_step import main as bench_main
-        bench_main(rest)
+    if args.kind in ("train", "import"):
+        from importlib import import_module
+        import_module("radscale.bench.train_step" if args.kind == "train" else "radscale.bench.import_bench").main(rest)
         return 0
     import json
 
@@ -219,6 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--uncertain", default="positive", choices=["positive", "negative", "exclude"])
     lb.set_defaults(fn=_label)
 
+    pr = sub.add_parser("prepare", help="decode every image once into resized Parquet shards (resumable)")
+    pr.add_argument("manifest")
+    pr.add_argument("--out", required=True)
+    pr.add_argument("--short-side", type=int, default=518)
+    pr.add_argument("--rows-per-shard", type=int, default=1024)
+    pr.add_argument("--bits", type=int, default=8, choices=[8, 16])
+    pr.set_defaults(fn=_prepare)
+
     pl = sub.add_parser("plan", help="trials, projected cost, and (with results) extrapolations and next sizes")
     pl.add_argument("job")
     pl.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -232,8 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     ic.add_argument("--allow-partial", action="store_true", help="report missing/unexpected keys instead of refusing")
     ic.set_defaults(fn=_inspect)
 
-    bn = sub.add_parser("bench", help="benchmarks (one JSON line): train | extract | ingest | manifest")
-    bn.add_argument("kind", choices=["train", "extract", "ingest", "manifest"])
+    bn = sub.add_parser("bench", help="benchmarks (one JSON line): train | ingest | manifest | import")
+    bn.add_argument("kind", choices=["train", "ingest", "manifest", "import"])
     bn.set_defaults(fn=_bench, passthrough=True)
 
     u = sub.add_parser("ui", help="serve the MLflow UI on 127.0.0.1")

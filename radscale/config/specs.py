@@ -161,6 +161,35 @@ class EvalSpec(Spec):
     unmentioned: Literal["negative", "exclude"] = "negative"
     bootstrap: int = Field(200, ge=10)
     seed: int = 0
+    # Features (evaluate/extract.py): one actor-pool pass gives every family its inputs.
+    layers: int = Field(4, ge=1, description="classification features = CLS of the last n layers ++ mean patch "
+                                             "token of the last (DINOv2 linear eval: 4); ViT layers are blocks, "
+                                             "DaViT layers are stages (global-average pooled)")
+    max_patch_grid: int = Field(16, ge=1, description="last-layer patch tokens (float16) are average-pooled to at "
+                                                      "most this many per side, bounding memory for full-size "
+                                                      "encoders; they feed attention probes, segmentation and "
+                                                      "report generation")
+    # Evaluation families besides the linear probes of `tasks`; each can be switched off.
+    attention_probe: bool = Field(True, description="attention-pooling probe per task (rows '<task>:attention')")
+    attention_epochs: int = Field(30, ge=1, description="max epochs; the best probe_val macro AUROC epoch is kept")
+    attention_lr: float = Field(1e-3, gt=0)
+    attention_heads: int = Field(4, ge=1, description="cross-attention heads (1 when the width is not divisible)")
+    segmentation: bool = Field(True, description="lines/tubes segmentation probe on patch tokens (rows "
+                                                 "'segmentation': Dice and clDice per device type); needs mask_uri")
+    seg_head: Literal["linear", "pyramid"] = "linear"
+    seg_epochs: int = Field(30, ge=1, description="max epochs; the best probe_val macro Dice epoch is kept")
+    seg_lr: float = Field(1e-3, gt=0)
+    seg_mask_size: int = Field(224, ge=8, description="masks are mapped through the image geometry to "
+                                                      "min(encoder input, this) px per side and scored there")
+    report_generation: bool = Field(True, description="report-generation probe (rows 'report_generation': label "
+                                                      "F1, BLEU-4, ROUGE-L); needs report text")
+    report_decoder: str = Field("small", description="'small' = word-level decoder trained from scratch (CPU), or a "
+                                                     "local folder with a Hugging Face causal LM + tokenizer")
+    report_epochs: int = Field(20, ge=1, description="max epochs; the lowest probe_val loss epoch is kept")
+    report_max_test: int = Field(200, ge=0, description="test reports generated per domain (seeded sample, the "
+                                                        "same for every trial; 0 = all)")
+    report_max_tokens: int = Field(128, ge=8, description="reports are trained and generated up to this many "
+                                                          "tokens")
 
 
 class TrackingSpec(Spec):

@@ -86,7 +86,8 @@ def _absolute_shards(table: pa.Table, path: str) -> pa.Table:
 
 def _eval_table(table: pa.Table, domain: str, labels: list[str], cap: int) -> pa.Table:
     pointers = [c for c in (SHARD, SHARD_ROW) if c in table.column_names]
-    keep = ["image_id", "uri", "patient_id", "split"] + labels + pointers
+    extras = [c for c in ("mask_uri", "report") if c in table.column_names]   # segmentation, report generation
+    keep = ["image_id", "uri", "patient_id", "split"] + labels + pointers + extras
     t = table.select([c for c in keep if c in table.column_names])
     if cap:
         parts = [t.filter(pc.equal(t.column("split"), s)).slice(0, cap) for s in EVAL_SPLITS]
@@ -99,7 +100,7 @@ def _eval_table(table: pa.Table, domain: str, labels: list[str], cap: int) -> pa
             t = t.append_column(lab, pa.nulls(len(t), pa.int8()))
         else:
             t = t.set_column(t.column_names.index(lab), lab, pc.cast(t.column(lab), pa.int8()))
-    return t.select(["eval_id", "image_id", "uri", "patient_id", "split", "domain"] + labels + pointers)
+    return t.select(["eval_id", "image_id", "uri", "patient_id", "split", "domain"] + labels + pointers + extras)
 
 
 def prepare_sweep_data(job: JobSpec, sweep_dir: Path, vocabulary: Vocabulary | None = None) -> SweepData:

@@ -32,37 +32,43 @@ def evaluate_classification(features: np.ndarray, meta: pd.DataFrame, spec: Eval
     """meta rows align with features: image_id, patient_id, split ('probe_train'|'probe_val'|'test'), domain.
 
     Each label's probe is fitted once (in-domain probe_train, C selected on probe_val) and tested on every
-    domain's test rows.
+    domain's test rows. `features` are the extractor's multi-layer features (CLS of the last layers ++ mean patch).
     Returns one row per (task, domain, metric, label) with value and 95% CI; macro rows carry replicates.
     """
-    rows: list[dict] = []
     split = meta["split"].to_numpy()
     domain = meta["domain"].to_numpy()
     tr = (split == "probe_train") & (domain == "in-domain")
     va = (split == "probe_val") & (domain == "in-domain")
+    rows: list[dict] = []
     for task in spec.tasks:
-        labels = task_labels(task, vocabulary, meta.columns)
-        probes = {}
-        for lab in labels:
+        labels, ys, scores = [], [], []
+        for lab in task_labels(task, vocabulary, meta.columns):
             y = label_targets(meta[lab].to_numpy(dtype="float64", na_value=np.nan), spec.uncertain, spec.unmentioned)
             probe = fit_linear_probe(lab, features[tr], y[tr], features[va], y[va], spec.probe_c_grid, spec.seed)
             if probe is not None:
-                probes[lab] = (probe, y)
-        for dom in sorted(set(domain)):
-            te = (split == "test") & (domain == dom)
-            kept, ys, ss = [], [], []
-            for lab, (probe, y) in probes.items():
-                yt = y[te]
-                if np.nansum(yt == 1) < spec.min_positives or np.nansum(yt == 0) < 1:
-                    continue
-                kept.append(lab)
-                ys.append(yt)
-                ss.append(probe.score(features[te]))
-            if not kept:
-                continue
-            rows += _task_rows(task, dom, kept, np.stack(ys, 1), np.stack(ss, 1),
-                               meta["patient_id"].to_numpy()[te], spec)
+                labels.append(lab)
+                ys.append(y)
+                scores.append(probe.score(features))
+        if labels:
+            rows += domain_rows(task, labels, np.stack(ys, 1), np.stack(scores, 1), meta, spec)
     return pd.DataFrame(rows)
+
+
+def domain_rows(task: str, labels: list[str], y: np.ndarray, scores: np.ndarray, meta: pd.DataFrame,
+              spec: EvalSpec) -> list[dict]:
+    """Rows of one task from targets y [N, L] (NaN = excluded) and probe scores [N, L] over all meta rows: per
+    domain, its test rows; labels with fewer than `min_positives` test positives (or no negative) are skipped."""
+    split, domain = meta["split"].to_numpy(), meta["domain"].to_numpy()
+    patients = meta["patient_id"].to_numpy()
+    rows: list[dict] = []
+    for dom in sorted(set(domain)):
+        te = (split == "test") & (domain == dom)
+        yt, st = y[te], scores[te]
+        kept = [j for j in range(len(labels)) if np.sum(yt[:, j] == 1) >= spec.min_positives
+                and np.sum(yt[:, j] == 0) >= 1]
+        if kept:
+            rows += _task_rows(task, dom, [labels[j] for j in kept], yt[:, kept], st[:, kept], patients[te], spec)
+    return rows
 
 
 def _task_rows(task: str, dom: str, kept: list[str], y_m: np.ndarray, s_m: np.ndarray, patients: np.ndarray,

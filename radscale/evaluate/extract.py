@@ -1,15 +1,32 @@
 """Frozen-feature extraction as a callable class: Ray Data builds one per actor, so models load once.
 
-Several encoders can share one pass over the images (one decode, one read of the batch): each model's
-features land in their own column, `features_<i>`.
+Several encoders can share one pass over the images (one decode, one read of the batch); each model i fills
+    features_<i>  float32 [B, (n_layers + 1)·D]  CLS of the last `n_layers` layers ++ mean patch token of the last
+                  one: DINOv2's linear-evaluation input (Oquab et al. 2023, `create_linear_input`, n_last_blocks=4,
+                  avgpool); it always ends with [last-layer CLS (D), mean patch (D)] (`last_layer_cls`).
+    patch_<i>     float16 [B, P', D]  last-layer patch tokens, average-pooled to at most `max_patch_grid` per side
+                  (raster order), for segmentation, attention probes and report generation; float16 and pooling
+                  bound the memory of full-size encoders (RAD-DINO at 518 px has 37x37 tokens of width 768).
+"Layers" per family:
+- ViT: transformer blocks; layer i's CLS passes through the final LayerNorm (as DINOv2's intermediate outputs).
+- DaViT (MI2): stages (4; DaViT has no class token). Layer i = the global average of stage i's output map; the
+  last stage's is LayerNorm'd by the head norm (MI2's pooled image feature), earlier ones are left raw (the
+  probes standardise features). With n_layers above the stage count, all stages are used. Widths differ per
+  stage, so the feature width is the sum of the last n stage widths + D. Patch tokens are the last stage's map
+  (stride 32: 2x2 for the 64-px tiny flavour, 15x15 for MI2 at 480 px).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from radscale.models.checkpoints import load_into, load_state
+from radscale.models.davit import DaViTEncoder
 from radscale.models.registry import build_image_encoder
+from radscale.models.vit import ViTEncoder
 
 
 def load_frozen_encoder(encoder_name: str, checkpoint: str, device: torch.device) -> torch.nn.Module:
@@ -18,23 +35,84 @@ def load_frozen_encoder(encoder_name: str, checkpoint: str, device: torch.device
     return model.eval().to(device)
 
 
-class FeatureExtractor:
-    """batch {'image_id', 'image' uint8 [B,S,S]} -> {'image_id', 'features_<i>' float32 [B, 2D_i]}.
+def patch_grid(n_tokens: int) -> tuple[int, int]:
+    """(h, w) of the square patch grid of `n_tokens` tokens (eval images are square)."""
+    side = int(round(math.sqrt(n_tokens)))
+    if side * side != n_tokens:
+        raise ValueError(f"patch tokens: {n_tokens} tokens do not form a square grid")
+    return side, side
 
-    Features are CLS ++ mean patch token of the last layer (the linear-probe protocol of DINOv2).
+
+def pool_patch_tokens(patch: torch.Tensor, max_grid: int) -> torch.Tensor:
+    """[B, h·w, D] -> [B, h'·w', D] with h' = min(h, max_grid): average pooling over the grid (adaptive bins)."""
+    b, p, d = patch.shape
+    h, w = patch_grid(p)
+    if h <= max_grid and w <= max_grid:
+        return patch
+    x = F.adaptive_avg_pool2d(patch.transpose(1, 2).reshape(b, d, h, w), (min(h, max_grid), min(w, max_grid)))
+    return x.flatten(2).transpose(1, 2)
+
+
+def last_layer_cls(features: np.ndarray, dim: int) -> np.ndarray:
+    """The last layer's CLS inside a `features_<i>` row block (its second-to-last D columns)."""
+    return features[:, -2 * dim:-dim]
+
+
+class _StageTaps:
+    """Forward hooks keeping the global-average output of DaViT stages (single forward pass, no model edit)."""
+
+    def __init__(self, model: DaViTEncoder, n_layers: int):
+        stages = list(model.davit.stages)
+        self.index = list(range(max(0, len(stages) - n_layers), len(stages) - 1))  # the last stage = "cls"
+        self.out: dict[int, torch.Tensor] = {}
+        for i in self.index:
+            stages[i].register_forward_hook(self._keep(i))
+
+    def _keep(self, i: int):
+        def hook(_module, _inputs, output):
+            self.out[i] = output.float().mean((2, 3))           # NCHW -> [B, C]
+        return hook
+
+
+class FeatureExtractor:
+    """batch {'image_id', 'image' uint8 [B,S,S]} -> {'image_id', 'features_<i>', 'patch_<i>'} (module docstring).
+
+    n_layers: CLS of how many last layers (blocks / stages) enter features_<i> (1 = CLS ++ mean patch).
+    patch_tokens=False leaves the patch_<i> columns out (when no patch-token family is evaluated).
     """
 
-    def __init__(self, models: list[tuple[str, str]], device: str = "cpu", threads: int = 0):
+    def __init__(self, models: list[tuple[str, str]], device: str = "cpu", threads: int = 0, *, n_layers: int = 4,
+                 max_patch_grid: int = 16, patch_tokens: bool = True):
         if threads:
             torch.set_num_threads(threads)
+        if n_layers < 1 or max_patch_grid < 1:
+            raise ValueError(f"FeatureExtractor: n_layers={n_layers} and max_patch_grid={max_patch_grid} must be >= 1")
         self.device = torch.device(device)
         self.models = [load_frozen_encoder(name, ckpt, self.device) for name, ckpt in models]
+        self.n_layers, self.max_grid, self.patch_tokens = n_layers, max_patch_grid, patch_tokens
+        self.taps = [_StageTaps(m, n_layers) if isinstance(m, DaViTEncoder) else None for m in self.models]
+
+    def _features(self, i: int, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        model = self.models[i]
+        if isinstance(model, ViTEncoder):
+            depth = len(model.vit.blocks)
+            layers = tuple(range(max(0, depth - self.n_layers), depth))
+            f = model.forward_features(images, layers=layers)
+            cls = [f[f"layer{j}"] for j in layers]                 # layer{depth-1} is the final CLS
+        else:
+            taps = self.taps[i]
+            taps.out.clear()
+            f = model.forward_features(images)
+            cls = [taps.out[j] for j in taps.index] + [f["cls"]]
+        return torch.cat([c.float() for c in cls] + [f["patch"].float().mean(1)], dim=1), f["patch"]
 
     @torch.inference_mode()
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         images = torch.as_tensor(np.asarray(batch["image"])).to(self.device).unsqueeze(1).float() / 255.0
         out = {"image_id": np.asarray(batch["image_id"])}
-        for i, model in enumerate(self.models):
-            f = model.forward_features(images)
-            out[f"features_{i}"] = torch.cat([f["cls"], f["patch"].mean(1)], dim=1).float().cpu().numpy()
+        for i in range(len(self.models)):
+            feats, patch = self._features(i, images)
+            out[f"features_{i}"] = feats.cpu().numpy()
+            if self.patch_tokens:
+                out[f"patch_{i}"] = pool_patch_tokens(patch.float(), self.max_grid).to(torch.float16).cpu().numpy()
         return out

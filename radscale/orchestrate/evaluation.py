@@ -1,40 +1,83 @@
-"""Evaluation phase: frozen features via a Ray Data actor pool, probes in the driver, one table per trial."""
+"""Evaluation phase: frozen features via a Ray Data actor pool, every probe family in the driver, one table per
+trial (evaluate/suite.py: linear and attention probes, segmentation, report generation)."""
 from __future__ import annotations
 
+import json
+import logging
 from itertools import groupby
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
+import torch
 
-from radscale.config.specs import JobSpec
+from radscale.config.specs import EvalSpec, JobSpec
 from radscale.config.trial import TrialSpec
+from radscale.data.masks import load_square_masks
 from radscale.data.sweep_data import SweepData
 from radscale.data.vocab import Vocabulary
-from radscale.evaluate.classification import evaluate_classification
+from radscale.errors import RadscaleError
+from radscale.evaluate.suite import SegMasks, evaluate_encoder, known_masks, needs_patch_tokens
 from radscale.models.registry import get_flavour
 from radscale.orchestrate.ingest import eval_images, extract_features
 from radscale.orchestrate.paths import SweepPaths
 
+log = logging.getLogger(__name__)
+SECONDS_JSON = "eval_seconds.json"      # wall time per evaluation family, next to the trial's eval table
+
+
+def _check_decoder(spec: EvalSpec) -> None:
+    if spec.report_generation and spec.report_decoder != "small" and not Path(spec.report_decoder).is_dir():
+        raise RadscaleError(f"eval.report_decoder: {spec.report_decoder!r} is neither 'small' nor a local folder "
+                            f"with a Hugging Face causal LM")
+
+
+def _masks(meta: pd.DataFrame, size: int, spec: EvalSpec) -> SegMasks | None:
+    """Every eval row's mask in the geometry of its image at min(size, seg_mask_size) px (data/masks.py)."""
+    if not spec.segmentation:
+        return None
+    if "mask_uri" not in meta.columns or not meta["mask_uri"].notna().any():
+        log.info("segmentation skipped: the eval rows carry no mask_uri")
+        return None
+    masks, failed = load_square_masks(meta["mask_uri"].tolist(), min(size, spec.seg_mask_size))
+    if failed:
+        log.warning("segmentation: %d mask file(s) unreadable and left out, e.g. %s", len(failed),
+                    meta["mask_uri"].iloc[failed[0]])
+    return SegMasks(masks, known_masks(meta, failed))
+
 
 def evaluate_trials(job: JobSpec, trials: list[TrialSpec], data: SweepData, paths: SweepPaths,
                     vocabulary: Vocabulary, on_done: Callable[[TrialSpec, pd.DataFrame], None]) -> None:
-    """Trials sharing an input size share one decode and one extraction pass (`eval.models_per_pass` at a time)."""
+    """Trials sharing an input size share one decode, one mask load and one extraction pass
+    (`eval.models_per_pass` encoders at a time)."""
+    spec = job.eval
+    _check_decoder(spec)
     meta_all = pd.read_parquet(data.eval_rows)
+    patch_tokens = needs_patch_tokens(spec)
+    device = "cuda" if torch.cuda.is_available() else "cpu"          # driver-side probes
     size_of = lambda t: get_flavour(t.encoder.name).img_size  # noqa: E731
     for size, group in groupby(sorted(trials, key=size_of), key=size_of):
         images = eval_images(data.eval_rows, size, str(paths.quarantine))
+        masks_all = _masks(meta_all, size, spec) if patch_tokens else None
         group = list(group)
-        step = job.eval.models_per_pass
+        step = spec.models_per_pass
         for start in range(0, len(group), step):
             chunk = group[start:start + step]
-            ids, feats = extract_features(images, [(t.encoder.name, str(paths.encoder(t.trial_id))) for t in chunk],
-                                          job.eval.batch_size, job.eval.actors, job.eval.actor_gpus)
+            ids, feats, patches = extract_features(
+                images, [(t.encoder.name, str(paths.encoder(t.trial_id))) for t in chunk], spec.batch_size,
+                spec.actors, spec.actor_gpus, n_layers=spec.layers, max_patch_grid=spec.max_patch_grid,
+                patch_tokens=patch_tokens)
             pos = pd.Series(np.arange(len(ids)), index=pd.Index(ids, name="eval_id"))
-            meta = meta_all[meta_all["eval_id"].isin(pos.index)].reset_index(drop=True)  # quarantined rows drop
+            kept = meta_all["eval_id"].isin(pos.index).to_numpy()            # quarantined rows drop
+            meta = meta_all[kept].reset_index(drop=True)
             rows = pos.loc[meta["eval_id"]].to_numpy()
-            for t, f in zip(chunk, feats):
-                table = evaluate_classification(f[rows], meta, job.eval, vocabulary)
-                table = table.assign(trial_id=t.trial_id, encoder=t.encoder.name, objective=t.encoder.objective,
-                                     size=t.size, seed=t.seed, n_eval_images=len(meta))
+            masks = None if masks_all is None else SegMasks(masks_all.masks[kept], masks_all.known[kept])
+            for t, f, p in zip(chunk, feats, patches):
+                res = evaluate_encoder(f[rows], None if p is None else p[rows], meta, spec, vocabulary, masks,
+                                       device)
+                log.info("%s: evaluation %s", t.trial_id, ", ".join(f"{k} {v:.1f} s" for k, v in res.seconds.items()))
+                (paths.trial_dir(t.trial_id) / SECONDS_JSON).write_text(json.dumps(res.seconds, sort_keys=True))
+                table = res.table.assign(trial_id=t.trial_id, encoder=t.encoder.name, objective=t.encoder.objective,
+                                         size=t.size, seed=t.seed, n_eval_images=len(meta))
                 on_done(t, table)

@@ -65,15 +65,28 @@ def eval_images(rows_path: str, size: int, quarantine_dir: str, *,
 
 
 def extract_features(images: ray.data.Dataset, models: list[tuple[str, str]], batch_size: int,
-                     actors: int, actor_gpus: float) -> tuple[list[str], list[np.ndarray]]:
-    """Frozen features of several encoders in one pass through an actor pool (models loaded once per actor)."""
+                     actors: int, actor_gpus: float, *, n_layers: int = 4, max_patch_grid: int = 16,
+                     patch_tokens: bool = True) -> tuple[list[str], list[np.ndarray], list[np.ndarray | None]]:
+    """Frozen features of several encoders in one pass through an actor pool (models loaded once per actor):
+    (image ids, multi-layer features [N, F] float32 per model, pooled patch tokens [N, P, D] float16 per model or
+    None); see evaluate/extract.py for the columns."""
     from radscale.evaluate.extract import FeatureExtractor
 
     device = "cuda" if actor_gpus > 0 else "cpu"
     out = images.map_batches(FeatureExtractor, fn_constructor_kwargs=dict(models=models, device=device,
-                                                                          threads=0 if actor_gpus else 2),
+                                                                          threads=0 if actor_gpus else 2,
+                                                                          n_layers=n_layers,
+                                                                          max_patch_grid=max_patch_grid,
+                                                                          patch_tokens=patch_tokens),
                              batch_size=batch_size, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
                              num_gpus=actor_gpus or None, num_cpus=1 if not actor_gpus else None)
-    df = out.to_pandas()
-    feats = [np.stack([np.asarray(f, dtype=np.float32) for f in df[f"features_{i}"]]) for i in range(len(models))]
-    return df["image_id"].astype(str).tolist(), feats
+    names = ["image_id"] + [f"{kind}_{i}" for i in range(len(models))
+                            for kind in (("features", "patch") if patch_tokens else ("features",))]
+    parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for batch in out.iter_batches(batch_size=None, batch_format="numpy"):   # numpy: tensor columns stay arrays
+        for n in names:
+            parts[n].append(np.asarray(batch[n]))
+    cat = {n: np.concatenate(v) if v else np.zeros(0) for n, v in parts.items()}
+    feats = [cat[f"features_{i}"].astype(np.float32, copy=False) for i in range(len(models))]
+    patches = [cat[f"patch_{i}"] if patch_tokens else None for i in range(len(models))]
+    return [str(i) for i in cat["image_id"]], feats, patches

@@ -54,6 +54,7 @@ class PrepareSummary:
     quarantined: int         # rows that failed to decode, over all shards
     seconds: float           # wall clock of this run's shard writing
     images_per_s: float      # rows this run processed / seconds (0 when nothing was pending)
+    images_per_cpu_s: float  # the same per CPU-second of the prepare tasks: per-core rate, robust to contention
     short_side: int
     bits: int
 
@@ -73,19 +74,21 @@ def _read_json(fs, path: str) -> dict | None:
         return None
 
 
-def _write_bytes(fs, path: str, data: bytes) -> None:
+def _write(fs, path: str, write: Callable) -> None:
     """Write then rename on local disks (no half-written file survives a crash); object puts are atomic."""
     tmp = f"{path}.tmp" if isinstance(fs, pafs.LocalFileSystem) else path
     with fs.open_output_stream(tmp) as f:
-        f.write(data)
+        write(f)
     if tmp != path:
         fs.move(tmp, path)
 
 
+def _write_bytes(fs, path: str, data: bytes) -> None:
+    _write(fs, path, lambda f: f.write(data))
+
+
 def _write_table(fs, path: str, table: pa.Table, row_group_size: int) -> None:
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, row_group_size=max(1, row_group_size))
-    _write_bytes(fs, path, sink.getvalue().to_pybytes())
+    _write(fs, path, lambda f: pq.write_table(table, f, row_group_size=max(1, row_group_size)))
 
 
 def _digest(rows: pa.Table) -> str:
@@ -113,14 +116,15 @@ def _write_shards(batch: dict, out_dir: str, settings: dict) -> dict:
     stats: dict[str, list] = {"start": [], "images": [], "quarantined": []}
     for start, end, digest in zip(batch["start"], batch["end"], batch["digest"]):
         start, end = int(start), int(end)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         rows = _read_range(fs, _join(root, "rows.parquet"), start, end)
         prepared, quarantine = prepare_rows(rows, settings["short_side"], bits=settings["bits"],
                                             compress_level=settings["compress_level"])
         base = _join(root, "shards", shard_name(start, end))
         _write_table(fs, base, prepared, ROW_GROUP_ROWS)
         marker = {"digest": str(digest), "settings": settings, "rows": end - start, "images": prepared.num_rows,
-                  "seconds": time.perf_counter() - t0, "quarantine": [asdict(r) for r in quarantine.records]}
+                  "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
+                  "quarantine": [asdict(r) for r in quarantine.records]}
         _write_bytes(fs, base.removesuffix(".parquet") + ".done", json.dumps(marker).encode())
         stats["start"].append(start)
         stats["images"].append(prepared.num_rows)
@@ -240,13 +244,16 @@ def _finish(fs, root: str, out_dir: str, table: pa.Table, ranges: list[tuple[int
         raise RadscaleError(f"{root}: shard {missing[0]} has no completion marker after the run")
     public = out_dir.rstrip("/") if "://" in out_dir else root   # what users and sweeps are told
     written = {p["start"] for p in pending}
+    rows_done = sum(p["end"] - p["start"] for p in pending)
+    cpu = sum(m.get("cpu_seconds", 0.0) for (s, _), m in zip(ranges, markers) if s in written)
     summary = PrepareSummary(
         out_dir=public, manifest=_join(public, "manifest.parquet"), rows=table.num_rows, shards=len(ranges),
         shards_written=len(pending), shards_skipped=len(ranges) - len(pending),
         images=sum(m["images"] for m in markers),
         images_written=sum(m["images"] for (s, _), m in zip(ranges, markers) if s in written),
         quarantined=sum(len(m["quarantine"]) for m in markers), seconds=round(seconds, 3),
-        images_per_s=round(sum(p["end"] - p["start"] for p in pending) / seconds, 2) if pending else 0.0,
+        images_per_s=round(rows_done / seconds, 2) if pending else 0.0,
+        images_per_cpu_s=round(rows_done / cpu, 2) if pending and cpu > 0 else 0.0,
         short_side=settings["short_side"], bits=settings["bits"])
     if fs.get_file_info(_join(root, "prepared.json")).type == pafs.FileType.File:
         return summary                      # nothing changed since the last complete run
@@ -258,10 +265,11 @@ def _finish(fs, root: str, out_dir: str, table: pa.Table, ranges: list[tuple[int
 
 
 def run_prepare(manifest: str, out: str, short_side: int = DEFAULT_SHORT_SIDE, rows_per_shard: int = 1024, *,
-                bits: int = 8, order_seed: int | None = 0, address: str = "", num_cpus: int | None = None,
-                echo: Callable[[str], None] | None = None) -> PrepareSummary:
+                bits: int = 8, compress_level: int = PNG_LEVEL, order_seed: int | None = 0, address: str = "",
+                num_cpus: int | None = None, echo: Callable[[str], None] | None = None) -> PrepareSummary:
     """CLI entry: start or join Ray (see ray_env.init_ray), then `prepare_shards`."""
     from radscale.orchestrate.ray_env import init_ray
 
     init_ray(address, num_cpus)
-    return prepare_shards(manifest, out, short_side, rows_per_shard, bits=bits, order_seed=order_seed, echo=echo)
+    return prepare_shards(manifest, out, short_side, rows_per_shard, bits=bits, compress_level=compress_level,
+                          order_seed=order_seed, echo=echo)

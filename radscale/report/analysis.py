@@ -159,7 +159,9 @@ class SectionAnalysis:
 
     @property
     def slug(self) -> str:
-        return f"{self.task}-{self.domain}"
+        """File-name stem; ':' (attention-probe tasks, "findings:attention") would read as a URL scheme in
+        Markdown links, so it becomes '_'."""
+        return f"{self.task}-{self.domain}".replace(":", "_")
 
 
 def _round3(x: float) -> float:

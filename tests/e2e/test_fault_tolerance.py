@@ -112,6 +112,16 @@ def _checkpoints(root: Path, trial_id: str) -> list[Path]:
     return sorted((root / "ray" / f"ft.{trial_id}").glob("checkpoint_*"))
 
 
+def _registered(root: Path, trial_id: str) -> list[dict]:
+    """Checkpoints Train has recorded in its run snapshot: only those survive the loss of the driver (a
+    checkpoint folder that is uploaded but not yet recorded is ignored on resume)."""
+    snap = root / "ray" / f"ft.{trial_id}" / "checkpoint_manager_snapshot.json"
+    try:
+        return json.loads(snap.read_text())["checkpoint_results"]
+    except (OSError, ValueError, KeyError):
+        return []
+
+
 @pytest.fixture
 def session(tmp_path):
     s = Session(tmp_path)
@@ -168,7 +178,8 @@ def test_killed_sweep_driver_resumes_without_retraining(session, tmp_path):
     log1 = tmp_path / "sweep1.log"
     proc = session.start(job, log1)
     _wait(lambda: (root / "trials" / first_id / "result.json").exists(), 300, "the first trial", proc, log1)
-    _wait(lambda: _checkpoints(root, second_id), 180, "a checkpoint of the second trial", proc, log1)
+    _wait(lambda: _registered(root, second_id), 180, "a recorded checkpoint of the second trial", proc, log1)
+    saved = _registered(root, second_id)[-1]["metrics"]     # the latest checkpoint the run can resume from
     first_result = (root / "trials" / first_id / "result.json").read_bytes()
     first_ckpts = _checkpoints(root, first_id)
     os.kill(proc.pid, signal.SIGKILL)                      # the driver only: Ray dies with it (fate sharing)
@@ -188,6 +199,8 @@ def test_killed_sweep_driver_resumes_without_retraining(session, tmp_path):
     print(f"\nresumed trial: restarts={final['restarts']}, train_s={final['train_s']:.3f} "
           f"({100 * final['budget_deviation']:+.2f}%), recovery_s={final['recovery_s']:.1f}, test {took:.0f} s")
     assert final["restarts"] == 1                           # resumed from the checkpoint, not started over
+    resumed = [r for r in _reports(root) if r.get("restarts") == 1]
+    assert resumed and resumed[0]["train_s"] >= saved["train_s"] and resumed[0]["steps"] > saved["steps"]
     assert abs(final["train_s"] - budget) <= max(0.02 * budget, final["max_step_s"] / 2 + 0.05), final
     for tid in (first_id, second_id, "rad-dino-tiny.dinov2.n0.s0"):
         assert (root / "trials" / tid / "eval.parquet").exists()

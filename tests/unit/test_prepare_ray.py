@@ -103,6 +103,9 @@ def test_sweep_trains_and_evaluates_from_the_shards(prepared, tmp_path):
     data = prepare_sweep_data(job, tmp_path / "shards")
     table = pq.read_table(data.manifest)
     assert table.num_rows == 60 and all(os.path.isabs(p) for p in table.column(SHARD).to_pylist())
+    # Shards follow the rank order of split seed 0 (prepare's default order_seed): every subset is a prefix.
+    pool_ranks = table.filter(pc.equal(table.column("split"), "pretrain")).column("rank").to_pylist()
+    assert pool_ranks == list(range(len(pool_ranks)))
     quarantine = str(tmp_path / "quarantine")
     rows = trial_dataset(data.manifest, 20, "dinov2", DECODE, 77, quarantine, [], seed=0).take_all()
     assert len(rows) == 20 and rows[0]["image"].shape == (DECODE, DECODE) and rows[0]["image"].dtype == np.uint8

@@ -286,6 +286,14 @@ def column(chunk: pd.DataFrame, name: str) -> np.ndarray:
     return chunk[name].fillna("").astype(str).str.strip().to_numpy(dtype=object)
 
 
+def join_under(root: Path, rel: Sequence[str]) -> np.ndarray:
+    """`str(root / r)` for each relative path, as an object array. pathlib's join cost ~6 of 48 CPU-s of a 4M-row
+    CheXpert import, so plain paths are concatenated; only those pathlib would normalise ('//', '.', ends) use it."""
+    base = str(root).rstrip("/") + "/"
+    return np.array([base + r if r and r[0] != "/" and r[-1] != "/" and "//" not in r and "/./" not in f"/{r}/"
+                     else str(root / r) for r in rel], dtype=object)
+
+
 def existing(paths: Sequence[str]) -> np.ndarray:
     return np.fromiter((os.path.isfile(p) for p in paths), dtype=bool, count=len(paths))
 

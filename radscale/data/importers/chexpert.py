@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from radscale.data.importers.base import (
     DEFAULT_CHUNK_ROWS, NULL, ImportSummary, ManifestColumns, ManifestWriter, column, csv_columns, existing,
-    parse_codes, parse_int, patient_from_path, read_csv_chunks, select,
+    join_under, parse_codes, parse_int, patient_from_path, read_csv_chunks, select,
 )
 from radscale.data.vocab import FINDINGS
 from radscale.errors import RadscaleError
@@ -99,7 +99,7 @@ def _write_chunk(writer: ManifestWriter, chunk: pd.DataFrame, root: Path, split:
         "image_id": [r.rsplit(".", 1)[0] for r in rel],
         "patient_id": [patient_from_path(r, _PATIENT) for r in rel],
         "study_id": [patient_from_path(r, _STUDY) for r in rel],
-        "uri": np.array([str(root / r) for r in rel], dtype=object),
+        "uri": join_under(root, rel),
         "view": view.astype(object), **codes,
         "path": paths, "no_finding": no_finding, "sex": column(chunk, "Sex"),
         "age": parse_int(column(chunk, "Age")), "frontal_lateral": frontal, "ap_pa": ap_pa, "source_split": split,

@@ -1,0 +1,151 @@
+"""The evaluation suite of one frozen encoder: every enabled family on the same eval rows, one results table.
+
+Families (rows' `task`): linear probes ("findings", "tubes") on the multi-layer features; attention-pooling
+probes ("<task>:attention"), the segmentation probe ("segmentation") and the report-generation probe
+("report_generation") on the last layer's patch tokens. Every probe is fitted on in-domain probe_train (epochs
+or C chosen on in-domain probe_val) and tested on each domain's test rows with patient-clustered bootstrap CIs;
+the resamples depend only on the rows and `eval.seed`, so every trial is scored on the same ones (paired).
+
+Segmentation rows need masks (`SegMasks`): a row's mask is known when its `mask_uri` was read, or when it has
+none and its `support_devices` label is not positive or uncertain (no device drawn: the phantom's and
+CANDID-PTX's convention); a device-positive row without a mask (RANZCR images without annotations) is unknown
+and left out of fitting and scoring.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from radscale.config.specs import EvalSpec
+from radscale.data.vocab import DEVICE_TYPES, Vocabulary
+from radscale.evaluate.attention_probe import evaluate_attention_probes
+from radscale.evaluate.classification import evaluate_classification
+from radscale.evaluate.extract import last_layer_cls, patch_grid
+from radscale.evaluate.report_gen import HFDecoderConfig, evaluate_report_generation, fit_report_generator
+from radscale.evaluate.segmentation import evaluate_segmentation, fit_segmentation_probe
+
+IN_DOMAIN = "in-domain"
+
+
+@dataclass(frozen=True)
+class SegMasks:
+    masks: np.ndarray           # [N, S, S] uint8 bitfields (bit k = DEVICE_TYPES[k]), rows aligned with meta
+    known: np.ndarray           # bool [N]: the row's mask is known (module docstring)
+
+
+@dataclass(frozen=True)
+class SuiteResult:
+    table: pd.DataFrame
+    seconds: dict[str, float] = field(default_factory=dict)     # wall time per family
+
+
+def known_masks(meta: pd.DataFrame, failed=()) -> np.ndarray:
+    """bool [N]: mask_uri set and readable (not in `failed`), or null with support_devices not 1/-1."""
+    if "mask_uri" not in meta.columns:
+        return np.zeros(len(meta), bool)
+    has_file = meta["mask_uri"].notna().to_numpy()
+    if "support_devices" in meta.columns:
+        dev = meta["support_devices"].to_numpy(dtype="float64", na_value=np.nan)
+        no_device = ~np.isin(dev, (1.0, -1.0))
+    else:
+        no_device = np.ones(len(meta), bool)
+    known = has_file | no_device
+    known[np.asarray(list(failed), dtype=np.int64)] = False
+    return known
+
+
+def _splits(meta: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    split, domain = meta["split"].to_numpy(), meta["domain"].to_numpy()
+    return ((split == "probe_train") & (domain == IN_DOMAIN), (split == "probe_val") & (domain == IN_DOMAIN),
+            split == "test", domain)
+
+
+def segmentation_table(patch: np.ndarray, meta: pd.DataFrame, masks: SegMasks, spec: EvalSpec,
+                       device: str = "cpu") -> pd.DataFrame:
+    """Rows task="segmentation" (Dice, clDice per device type and macro) for each domain with masks."""
+    tr, va, te_all, domain = _splits(meta)
+    tr, va = tr & masks.known, va & masks.known
+    if not va.any() or not masks.masks[tr].any():       # nothing to learn or to select an epoch on
+        return pd.DataFrame()
+    probe = fit_segmentation_probe(patch[tr], masks.masks[tr], patch[va], masks.masks[va],
+                                   patch_grid(patch.shape[1]), len(DEVICE_TYPES), spec.seg_head, spec.seg_epochs,
+                                   spec.seg_lr, spec.seed, device=device)
+    patients = meta["patient_id"].to_numpy()
+    parts = []
+    for dom in sorted(set(domain)):
+        te = te_all & (domain == dom) & masks.known
+        if te.any():
+            parts.append(evaluate_segmentation(probe, patch[te], masks.masks[te], patients[te], DEVICE_TYPES,
+                                               spec.bootstrap, spec.seed, domain=dom, device=device))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def report_test_rows(meta: pd.DataFrame, has_report: np.ndarray, domain: str, spec: EvalSpec) -> np.ndarray:
+    """Indices of a domain's test rows that get a generated report: a seeded sample of `report_max_test`
+    (sorted), the same for every trial."""
+    split, dom = meta["split"].to_numpy(), meta["domain"].to_numpy()
+    rows = np.flatnonzero((split == "test") & (dom == domain) & has_report)
+    if spec.report_max_test and len(rows) > spec.report_max_test:
+        rows = np.sort(np.random.default_rng(spec.seed).choice(rows, spec.report_max_test, replace=False))
+    return rows
+
+
+def report_table(features: np.ndarray, patch: np.ndarray, meta: pd.DataFrame, spec: EvalSpec,
+                 vocabulary: Vocabulary, device: str = "cpu") -> pd.DataFrame:
+    """Rows task="report_generation" (label F1, BLEU-4, ROUGE-L) for each domain with report text."""
+    if "report" not in meta.columns:
+        return pd.DataFrame()
+    reports = meta["report"].to_numpy(dtype=object)
+    has = np.array([isinstance(r, str) and r.strip() != "" for r in reports])
+    tr, va, _, domain = _splits(meta)
+    tr, va = np.flatnonzero(tr & has), np.flatnonzero(va & has)
+    if not len(tr) or not len(va):
+        return pd.DataFrame()
+    cls = last_layer_cls(features, patch.shape[-1])
+
+    def feats(idx: np.ndarray) -> dict[str, np.ndarray]:
+        return {"cls": cls[idx], "patch": patch[idx]}
+
+    decoder = "small" if spec.report_decoder == "small" else \
+        HFDecoderConfig(spec.report_decoder, dtype="bfloat16" if device == "cuda" else "float32")
+    generator = fit_report_generator(feats(tr), list(reports[tr]), feats(va), list(reports[va]), decoder,
+                                     spec.report_epochs, spec.seed, max_len=spec.report_max_tokens, device=device)
+    patients = meta["patient_id"].to_numpy()
+    parts = []
+    for dom in sorted(set(domain)):
+        te = report_test_rows(meta, has, dom, spec)
+        if len(te):
+            parts.append(evaluate_report_generation(generator, feats(te), list(reports[te]), patients[te], vocabulary,
+                                                    spec.bootstrap, spec.seed, domain=dom))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def evaluate_encoder(features: np.ndarray, patch: np.ndarray | None, meta: pd.DataFrame, spec: EvalSpec,
+                     vocabulary: Vocabulary, masks: SegMasks | None = None, device: str = "cpu") -> SuiteResult:
+    """All enabled families of one encoder. features [N, F] and patch [N, P, D] (None: patch-token families
+    skipped) align with meta's rows (eval_id, patient_id, split, domain, labels[, mask_uri, report])."""
+    seconds: dict[str, float] = {}
+    parts: list[pd.DataFrame] = []
+
+    def run(name: str, fn) -> None:
+        t0 = time.perf_counter()
+        parts.append(fn())
+        seconds[name] = time.perf_counter() - t0
+
+    run("linear", lambda: evaluate_classification(features, meta, spec, vocabulary))
+    if patch is not None:
+        if spec.attention_probe:
+            run("attention", lambda: evaluate_attention_probes(patch, meta, spec, vocabulary, device))
+        if spec.segmentation and masks is not None:
+            run("segmentation", lambda: segmentation_table(patch, meta, masks, spec, device))
+        if spec.report_generation:
+            run("report_generation", lambda: report_table(features, patch, meta, spec, vocabulary, device))
+    parts = [p for p in parts if len(p)]
+    return SuiteResult(pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(), seconds)
+
+
+def needs_patch_tokens(spec: EvalSpec) -> bool:
+    return spec.attention_probe or spec.segmentation or spec.report_generation
