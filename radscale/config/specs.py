@@ -169,10 +169,12 @@ class EvalSpec(Spec):
                                                       "most this many per side, bounding memory for full-size "
                                                       "encoders; they feed attention probes, segmentation and "
                                                       "report generation")
+    probe_threads: int = Field(1, ge=0, description="CPU threads (torch + BLAS) of the driver-side probes; 0 = "
+                                                    "leave as is (tiny probes run fastest on one thread)")
     # Evaluation families besides the linear probes of `tasks`; each can be switched off.
     attention_probe: bool = Field(True, description="attention-pooling probe per task (rows '<task>:attention')")
     attention_epochs: int = Field(30, ge=1, description="max epochs; the best probe_val macro AUROC epoch is kept")
-    attention_lr: float = Field(1e-3, gt=0)
+    attention_lr: float = Field(3e-3, gt=0)
     attention_heads: int = Field(4, ge=1, description="cross-attention heads (1 when the width is not divisible)")
     segmentation: bool = Field(True, description="lines/tubes segmentation probe on patch tokens (rows "
                                                  "'segmentation': Dice and clDice per device type); needs mask_uri")
@@ -185,10 +187,10 @@ class EvalSpec(Spec):
                                                       "F1, BLEU-4, ROUGE-L); needs report text")
     report_decoder: str = Field("small", description="'small' = word-level decoder trained from scratch (CPU), or a "
                                                      "local folder with a Hugging Face causal LM + tokenizer")
-    report_epochs: int = Field(20, ge=1, description="max epochs; the lowest probe_val loss epoch is kept")
-    report_max_test: int = Field(200, ge=0, description="test reports generated per domain (seeded sample, the "
+    report_epochs: int = Field(8, ge=1, description="max epochs; the lowest probe_val loss epoch is kept")
+    report_max_test: int = Field(50, ge=0, description="test reports generated per domain (seeded sample, the "
                                                         "same for every trial; 0 = all)")
-    report_max_tokens: int = Field(128, ge=8, description="reports are trained and generated up to this many "
+    report_max_tokens: int = Field(64, ge=8, description="reports are trained and generated up to this many "
                                                           "tokens")
 
 

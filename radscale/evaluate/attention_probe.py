@@ -28,6 +28,10 @@ from radscale.evaluate.classification import domain_rows, task_labels
 from radscale.evaluate.metrics import auroc
 from radscale.evaluate.probes import label_targets
 
+# Queries start at the scale of LayerNorm'd tokens: with V-JEPA's 0.02 the attention starts uniform (= mean
+# pooling) and, on a few hundred images, sits on that plateau for tens of epochs before it specialises.
+QUERY_INIT_STD = 1.0
+
 
 class AttentionPoolHead(nn.Module):
     """tokens [B, P, D] -> logits [B, L]."""
@@ -36,7 +40,7 @@ class AttentionPoolHead(nn.Module):
         super().__init__()
         heads = heads if dim % heads == 0 else 1
         self.norm = nn.LayerNorm(dim)
-        self.query = nn.Parameter(torch.randn(n_queries, dim) * 0.02)
+        self.query = nn.Parameter(torch.randn(n_queries, dim) * QUERY_INIT_STD)
         self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
         self.out_norm = nn.LayerNorm(n_queries * dim)
         self.head = nn.Linear(n_queries * dim, n_labels)
@@ -88,8 +92,8 @@ def balanced_weights(y: np.ndarray) -> np.ndarray:
 
 
 def fit_attention_probe(labels: list[str], train_tokens: np.ndarray, y_train: np.ndarray, val_tokens: np.ndarray,
-                        y_val: np.ndarray, *, epochs: int = 30, lr: float = 1e-3, weight_decay: float = 0.01,
-                        heads: int = 4, n_queries: int = 1, batch_size: int = 64, patience: int = 5, seed: int = 0,
+                        y_val: np.ndarray, *, epochs: int = 30, lr: float = 3e-3, weight_decay: float = 0.01,
+                        heads: int = 4, n_queries: int = 1, batch_size: int = 32, patience: int = 10, seed: int = 0,
                         device: str = "cpu") -> AttentionProbe | None:
     """Targets [N, L] float (1/0/NaN); labels lacking a class in probe_train or probe_val are dropped first.
     None when no label is left."""

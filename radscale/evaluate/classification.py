@@ -6,7 +6,7 @@ import pandas as pd
 
 from radscale.config.specs import EvalSpec
 from radscale.data.vocab import Vocabulary
-from radscale.evaluate.metrics import auprc, auroc, cluster_bootstrap
+from radscale.evaluate.metrics import auprc, auroc, bootstrap_replicates, cluster_bootstrap, percentile_ci
 from radscale.evaluate.probes import fit_linear_probe, label_targets
 
 
@@ -16,15 +16,24 @@ def task_labels(task: str, vocabulary: Vocabulary, columns) -> list[str]:
         else [lab for lab in labels if lab in columns]
 
 
-def _macro(metric):
-    def fn(y: np.ndarray, s: np.ndarray) -> float:
-        vals = []
-        for j in range(y.shape[1]):
-            ok = np.isfinite(y[:, j])
-            vals.append(metric(y[ok, j], s[ok, j]))
-        vals = np.asarray(vals)
-        return float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
-    return fn
+METRICS = (("auroc", auroc), ("auprc", auprc))
+
+
+def _per_label(y: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """[len(METRICS), L]: each metric per label over that label's usable (finite) rows."""
+    out = np.full((len(METRICS), y.shape[1]), np.nan)
+    for j in range(y.shape[1]):
+        ok = np.isfinite(y[:, j])
+        for m, (_, fn) in enumerate(METRICS):
+            out[m, j] = fn(y[ok, j], s[ok, j])
+    return out
+
+
+def _label_mean(v: np.ndarray) -> np.ndarray:
+    """Macro average over the last axis (labels), ignoring NaN; NaN where no label is defined."""
+    finite = np.isfinite(v)
+    count = finite.sum(-1)
+    return np.where(count > 0, np.where(finite, v, 0.0).sum(-1) / np.maximum(count, 1), np.nan)
 
 
 def evaluate_classification(features: np.ndarray, meta: pd.DataFrame, spec: EvalSpec,
@@ -73,14 +82,21 @@ def domain_rows(task: str, labels: list[str], y: np.ndarray, scores: np.ndarray,
 
 def _task_rows(task: str, dom: str, kept: list[str], y_m: np.ndarray, s_m: np.ndarray, patients: np.ndarray,
                spec: EvalSpec) -> list[dict]:
+    """Macro and per-label rows. One set of patient resamples serves both metrics, the macro and every label
+    without excluded rows (the same seed and clusters would draw the same resamples again); a label with
+    excluded rows has fewer clusters, so it gets its own resamples, exactly as a separate bootstrap would."""
+    value = _per_label(y_m, s_m)
+    reps = bootstrap_replicates(_per_label, patients, spec.bootstrap, spec.seed, y_m, s_m)   # [B, M, L]
+    macro, macro_reps = _label_mean(value), _label_mean(reps)
     rows = []
-    for name, fn in (("auroc", auroc), ("auprc", auprc)):
-        ci = cluster_bootstrap(_macro(fn), patients, spec.bootstrap, spec.seed, y_m, s_m)
+    for m, (name, fn) in enumerate(METRICS):
+        ci = percentile_ci(macro[m], macro_reps[:, m])
         rows.append(dict(task=task, domain=dom, metric=name, label="macro", value=ci.value, ci_lo=ci.lo, ci_hi=ci.hi,
                          n_test=len(y_m), n_labels=len(kept), replicates=ci.replicates.tolist()))
         for j, lab in enumerate(kept):
             ok = np.isfinite(y_m[:, j])
-            ci_l = cluster_bootstrap(fn, patients[ok], spec.bootstrap, spec.seed, y_m[ok, j], s_m[ok, j])
+            ci_l = percentile_ci(value[m, j], reps[:, m, j]) if ok.all() else \
+                cluster_bootstrap(fn, patients[ok], spec.bootstrap, spec.seed, y_m[ok, j], s_m[ok, j])
             rows.append(dict(task=task, domain=dom, metric=name, label=lab, value=ci_l.value, ci_lo=ci_l.lo,
                              ci_hi=ci_l.hi, n_test=int(ok.sum()), n_labels=1, replicates=None))
     return rows

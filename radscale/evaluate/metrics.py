@@ -8,13 +8,25 @@ from scipy.stats import rankdata
 
 
 def auroc(y: np.ndarray, score: np.ndarray) -> float:
-    """Mann-Whitney U / (n_pos * n_neg), ties counted half; NaN when a class is absent."""
+    """Mann-Whitney U / (n_pos * n_neg), ties counted half (average ranks); NaN when a class is absent or a score
+    is NaN. Ranks by one stable sort in numpy (scipy's rankdata costs ~4x more per call, and the bootstrap makes
+    tens of thousands of calls per trial)."""
     y = np.asarray(y, dtype=bool)
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    ranks = rankdata(score)
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    s = np.asarray(score, dtype=np.float64)
+    if np.isnan(s).any():
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    ss = s[order]
+    new = np.empty(len(ss), dtype=bool)
+    new[0] = True
+    np.not_equal(ss[1:], ss[:-1], out=new[1:])
+    starts = np.flatnonzero(new)
+    ends = np.append(starts[1:], len(ss))
+    ranks = ((starts + ends + 1) * 0.5)[np.cumsum(new) - 1]       # 1-based average rank of each tie group
+    return float((ranks[y[order]].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def auprc(y: np.ndarray, score: np.ndarray) -> float:
@@ -25,11 +37,11 @@ def auprc(y: np.ndarray, score: np.ndarray) -> float:
     order = np.argsort(-np.asarray(score), kind="mergesort")
     s, ys = np.asarray(score)[order], y[order]
     # Group tied scores: precision/recall are evaluated at distinct thresholds only.
-    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
+    last = np.append(np.flatnonzero(np.diff(s)), len(s) - 1)
     tp = np.cumsum(ys)[last]
     precision = tp / (last + 1)
     recall = tp / y.sum()
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return float(np.sum(np.diff(recall, prepend=0.0) * precision))
 
 
 @dataclass(frozen=True)
@@ -40,21 +52,40 @@ class BootstrapCI:
     replicates: np.ndarray
 
 
+def bootstrap_replicates(metric, groups: np.ndarray, n_boot: int, seed: int, *arrays: np.ndarray) -> np.ndarray:
+    """[n_boot, ...]: `metric(*arrays_subset)` (a float or an array) on resamples of whole clusters (patients)
+    with replacement; the resamples depend only on the clusters, `n_boot` and `seed`."""
+    groups = np.asarray(groups)
+    uniq, inverse = np.unique(groups, return_inverse=True)
+    inverse = inverse.ravel()
+    # Rows grouped by cluster (ascending row order inside each): a resample's rows are built with one repeat
+    # instead of concatenating a list per replicate (same rows in the same order).
+    order = np.argsort(inverse, kind="stable")
+    sizes = np.bincount(inverse, minlength=len(uniq))
+    starts = np.cumsum(sizes) - sizes
+    rng = np.random.default_rng(seed)
+    reps = []
+    for _ in range(n_boot):
+        pick = rng.integers(0, len(uniq), len(uniq))
+        lens = sizes[pick]
+        shift = np.repeat(starts[pick] - (np.cumsum(lens) - lens), lens)
+        idx = order[shift + np.arange(len(shift))]
+        reps.append(metric(*(a[idx] for a in arrays)))
+    return np.asarray(reps, dtype=np.float64)
+
+
+def percentile_ci(value: float, replicates: np.ndarray) -> BootstrapCI:
+    """Percentile 95% CI of scalar replicates; NaN replicates (metric undefined on that resample) are dropped."""
+    reps = np.asarray(replicates, dtype=np.float64)
+    ok = reps[np.isfinite(reps)]
+    lo, hi = (np.percentile(ok, [2.5, 97.5]) if len(ok) else (np.nan, np.nan))
+    return BootstrapCI(float(value), float(lo), float(hi), reps)
+
+
 def cluster_bootstrap(metric, groups: np.ndarray, n_boot: int, seed: int, *arrays: np.ndarray) -> BootstrapCI:
     """Percentile 95% CI resampling whole clusters (patients) with replacement.
 
     `metric(*arrays_subset) -> float`; replicates where the metric is undefined (NaN) are dropped.
     """
-    groups = np.asarray(groups)
-    uniq, inverse = np.unique(groups, return_inverse=True)
-    members = [np.flatnonzero(inverse == k) for k in range(len(uniq))]
-    rng = np.random.default_rng(seed)
-    reps = np.empty(n_boot)
-    for b in range(n_boot):
-        pick = rng.integers(0, len(uniq), len(uniq))
-        idx = np.concatenate([members[k] for k in pick])
-        reps[b] = metric(*(a[idx] for a in arrays))
-    value = metric(*arrays)
-    ok = reps[np.isfinite(reps)]
-    lo, hi = (np.percentile(ok, [2.5, 97.5]) if len(ok) else (np.nan, np.nan))
-    return BootstrapCI(float(value), float(lo), float(hi), reps)
+    reps = bootstrap_replicates(metric, groups, n_boot, seed, *arrays)
+    return percentile_ci(metric(*arrays), reps.reshape(n_boot))

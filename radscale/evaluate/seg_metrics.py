@@ -18,8 +18,8 @@ except ImportError:  # pragma: no cover - depends on the environment
     _sk_skeletonize = None
 
 
-def _thinning_pass(x: np.ndarray, first: bool) -> bool:
-    """One Zhang-Suen sub-iteration on a zero-padded [..., H+2, W+2] bool array, in place; True if it changed."""
+def _thinning_pass(x: np.ndarray, first: bool) -> np.ndarray:
+    """One Zhang-Suen sub-iteration on zero-padded [M, H+2, W+2] bool images, in place; which images changed."""
     c = x[..., 1:-1, 1:-1]
     # Neighbours P2..P9 clockwise from north (Zhang & Suen, CACM 1984, fig. 1).
     p = [x[..., :-2, 1:-1], x[..., :-2, 2:], x[..., 1:-1, 2:], x[..., 2:, 2:],
@@ -32,21 +32,25 @@ def _thinning_pass(x: np.ndarray, first: bool) -> bool:
     else:
         keep = (p2 & p4 & p8) | (p2 & p6 & p8)
     remove = c & (b >= 2) & (b <= 6) & (a == 1) & ~keep
-    if not remove.any():
-        return False
     c &= ~remove
-    return True
+    return remove.any(axis=(-2, -1))
 
 
 def zhang_suen_skeleton(mask: np.ndarray) -> np.ndarray:
-    """Zhang-Suen thinning of a bool mask [..., H, W] (all leading images at once); pure numpy."""
+    """Zhang-Suen thinning of a bool mask [..., H, W] (all leading images at once); pure numpy.
+
+    Images are thinned independently, so each leaves the working set once a full iteration changes nothing
+    (empty images never enter): the cost follows each image's own thickness, not the thickest in the batch."""
     m = np.asarray(mask, dtype=bool)
-    x = np.pad(m, [(0, 0)] * (m.ndim - 2) + [(1, 1), (1, 1)])
-    while True:
-        changed = _thinning_pass(x, True)
-        changed = _thinning_pass(x, False) or changed
-        if not changed:
-            return x[..., 1:-1, 1:-1].copy()
+    x = np.pad(m.reshape(-1, *m.shape[-2:]), [(0, 0), (1, 1), (1, 1)])
+    active = np.flatnonzero(x.any(axis=(-2, -1)))
+    while len(active):
+        sub = x[active]
+        changed = _thinning_pass(sub, True)
+        changed |= _thinning_pass(sub, False)
+        x[active] = sub
+        active = active[changed]
+    return x[:, 1:-1, 1:-1].reshape(m.shape).copy()
 
 
 def skeletonize(mask: np.ndarray) -> np.ndarray:
@@ -78,12 +82,17 @@ def dice_scores(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
 
 def cldice_scores(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """clDice per image [...] of bool masks [..., H, W]; NaN where the ground truth is empty, 0 for an empty
-    prediction of a present structure."""
+    prediction of a present structure. Skeletons are computed only where the ground truth is present."""
     pred, gt = np.asarray(pred, dtype=bool), np.asarray(gt, dtype=bool)
-    s_p, s_g = skeletonize(pred), skeletonize(gt)
+    present = gt.any(axis=(-2, -1))
+    out = np.full(present.shape, np.nan)
+    if not present.any():
+        return out
+    p, g = pred[present], gt[present]                                     # [M, H, W]
+    s_p, s_g = skeletonize(p), skeletonize(g)
     n_sp, n_sg = s_p.sum(axis=(-2, -1)), s_g.sum(axis=(-2, -1))
     with np.errstate(invalid="ignore", divide="ignore"):
-        tprec = np.where(n_sp > 0, (s_p & gt).sum(axis=(-2, -1)) / n_sp, 0.0)
-        tsens = np.where(n_sg > 0, (s_g & pred).sum(axis=(-2, -1)) / n_sg, 0.0)
-        out = np.where(tprec + tsens > 0, 2 * tprec * tsens / (tprec + tsens), 0.0)
-    return np.where(gt.any(axis=(-2, -1)), out, np.nan)
+        tprec = np.where(n_sp > 0, (s_p & g).sum(axis=(-2, -1)) / n_sp, 0.0)
+        tsens = np.where(n_sg > 0, (s_g & p).sum(axis=(-2, -1)) / n_sg, 0.0)
+        out[present] = np.where(tprec + tsens > 0, 2 * tprec * tsens / (tprec + tsens), 0.0)
+    return out

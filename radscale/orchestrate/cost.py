@@ -351,12 +351,13 @@ def read_spend(path: Path) -> dict:
 def build_cost_monitor(job: JobSpec, storage: str, spend_path: Path,
                        echo: Callable[[str], None] = print,
                        list_nodes: Callable[[], list[Node]] = alive_ray_nodes) -> CostMonitor:
-    """Prices, projection and the spend so far (earlier runs of this sweep included), started."""
+    """Prices, projection and the spend so far (earlier runs of this sweep included); a stop signal left by an
+    earlier run is cleared; the monitor is started."""
     book = load_price_book(job)
     before = read_spend(spend_path)
     tracker = SpendTracker(book, spent_usd=float(before.get("spent_usd", 0.0)),
                            node_hours=float(before.get("node_hours", 0.0)), by_type=before.get("by_node_type"))
     guard = CostGuard(job.cost.budget_usd, project_trial_cost(job), tracker)
-    monitor = CostMonitor(guard, StopSignal.for_sweep(storage, job.sweep.name), spend_path, job.cost.poll_s,
-                          list_nodes, echo)
-    return monitor.start()
+    stop = StopSignal.for_sweep(storage, job.sweep.name)
+    stop.clear()        # left by an earlier run: it must not halt this one or end the trials it resumes
+    return CostMonitor(guard, stop, spend_path, job.cost.poll_s, list_nodes, echo).start()

@@ -34,7 +34,7 @@ STOPPED_JSON = "stopped.json"
 class SweepOutcome:
     root: Path
     report: Path
-    trained: list[str]                  # trials handed to Ray Tune in this run
+    trained: list[str]                  # trials that finished their budget in this run
     skipped: list[str]                  # already complete before this run
     evaluated: list[str]
     tracking_uri: str
@@ -126,7 +126,6 @@ def run_sweep(job: JobSpec, echo: Callable[[str], None] = print) -> SweepOutcome
     if todo:
         from radscale.orchestrate.tune_sweep import run_trials
         monitor = cluster.up()
-        monitor.stop.clear()           # a stop from an earlier run must not end the trials this run resumes
 
         def skip(trial_id: str, message: str) -> None:
             over_budget[trial_id] = monitor.skipped[trial_id] = message
@@ -138,7 +137,8 @@ def run_sweep(job: JobSpec, echo: Callable[[str], None] = print) -> SweepOutcome
         run_trials(job, todo, data, paths, tracker, parent, {t.trial_id: trial_params(job, t) for t in todo},
                    {t.trial_id: trial_tags(t) for t in todo}, storage=storage, stop_file=monitor.stop.uri,
                    guard=monitor.guard, on_skip=skip)
-    stopped = _report_stopped(job, todo, paths, tracker, parent, echo)
+    stopped = _report_stopped(job, [t for t in todo if t.trial_id not in over_budget], paths, tracker, parent,
+                              echo)
     if cluster.monitor is not None:
         cluster.monitor.stopped.update(stopped)
     for t in trials:
@@ -153,8 +153,9 @@ def run_sweep(job: JobSpec, echo: Callable[[str], None] = print) -> SweepOutcome
 
         def done(t: TrialSpec, table: pd.DataFrame) -> None:
             table.to_parquet(paths.eval_table(t.trial_id))
-            run = tracker.trial_run(parent, t.trial_id, trial_params(job, t), trial_tags(t))
+            run = tracker.trial_run(parent, t.trial_id, trial_params(job, t), trial_tags(t))   # reopens it
             tracker.log_metrics(run, eval_metrics(table))
+            tracker.finish(run)
 
         evaluate_trials(job, to_eval, data, paths, vocab, done)
     spend = _close_spend(cluster, paths, tracker, parent, echo)
@@ -166,8 +167,9 @@ def run_sweep(job: JobSpec, echo: Callable[[str], None] = print) -> SweepOutcome
     tracker.log_artifact(parent, str(paths.report_dir), "report")
     tracker.log_artifact(parent, str(paths.results))
     tracker.finish(parent)
-    return SweepOutcome(paths.root, report, [t.trial_id for t in todo], skipped,
-                        [t.trial_id for t in to_eval], uri, over_budget, stopped, spend)
+    trained = [t.trial_id for t in todo if t.trial_id not in over_budget and t.trial_id not in stopped]
+    return SweepOutcome(paths.root, report, trained, skipped, [t.trial_id for t in to_eval], uri, over_budget,
+                        stopped, spend)
 
 
 def _report_stopped(job: JobSpec, todo: list[TrialSpec], paths: SweepPaths, tracker, parent: str,

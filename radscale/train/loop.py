@@ -51,7 +51,7 @@ def run_budgeted_loop(*, stream: BatchStream, clock: BudgetClock, step: StepFn, 
     step_samples = first_step_samples
     max_step_s = 0.0
     last_report = last_ckpt = wall()
-    last_metrics: dict = {}
+    last_metrics: dict = {"max_step_s": 0.0}    # a resumed run may stop before its first step
     while True:
         if batch is None:
             t = wall()

@@ -1,6 +1,9 @@
-"""A real local Ray cluster: `ray start --head` (token auth, loopback, a node-type label), then
-`ray job submit -- python -m radscale sweep job.toml` with Ray storage on a file:// URI and a cost bound that the
-sweep must hit: the running trial ends cleanly at the bound (stopped, resumable) and the next one never starts.
+"""A real local Ray cluster: `ray start --head` (token auth, loopback, a node-type label), then two submissions of
+one sweep with `ray job submit -- python -m radscale sweep job.toml` (Ray storage on a file:// URI):
+
+1. one trained size, no bound: the job succeeds, outputs land where configured, spend is measured per node type;
+2. the same sweep with two more sizes and a cost bound just above the spend so far: the first new trial is
+   admitted and ends cleanly when the bound is reached (stopped, resumable), the next one never starts.
 
 Everything the head starts stays in the process session of `ray start` and in a private --temp-dir; cleanup
 kills exactly those PIDs (`ray stop` would stop every Ray on the machine).
@@ -24,8 +27,11 @@ import pytest
 
 RAY = str(Path(sys.executable).with_name("ray"))
 NODE_TYPE = "test-node"
+DONE, STOPPED, SKIPPED = ("rad-dino-tiny.dinov2.n40.s0", "rad-dino-tiny.dinov2.n80.s0",
+                          "rad-dino-tiny.dinov2.n120.s0")
+HEADROOM_USD = 15.0                 # second job's bound = spend so far + this ($1/s: ~15 s of the cluster)
 JOB = """
-sizes = [60, 120]
+sizes = [40]
 [sweep]
 name = "cj"
 output_dir = "{out}"
@@ -39,7 +45,7 @@ image_size = 64
 name = "rad-dino-tiny"
 objective = "dinov2"
 [budget]
-value = 120.0
+value = 6.0
 [train]
 batch_size = 4
 report_every_s = 0.5
@@ -60,9 +66,8 @@ bootstrap = 20
 min_positives = 2
 tasks = ["findings"]
 [cost]
-budget_usd = 30.0
-node_prices = {{ {node_type} = 3600.0 }}   # $1 per second: the bound is reached ~30 s after the sweep joins
-trial_usd_per_hour = 3.6                    # projects $0.12 per trial, so the first trial is admitted
+node_prices = {{ {node_type} = 3600.0 }}   # $1 per second of the (one-node) cluster
+trial_usd_per_hour = 3.6                    # projects (6 s + 0 s overhead) x $0.001/s per trial
 startup_overhead_s = 0.0
 poll_s = 1.0
 """
@@ -112,9 +117,25 @@ class Head:
                 time.sleep(1)
         pytest.fail("the job server did not come up")
 
-    def job(self, command: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run([RAY, "job", command, "--address", self.address, *args], env=self.env,
-                              capture_output=True, text=True, timeout=timeout)
+    def job(self, command: str, *args: str, timeout: float = 60) -> str:
+        res = subprocess.run([RAY, "job", command, "--address", self.address, *args], env=self.env,
+                             capture_output=True, text=True, timeout=timeout)
+        return res.stdout + res.stderr
+
+    def run(self, workdir: Path, *sweep_args: str, timeout: float = 400) -> tuple[str, str, float]:
+        """Submit `python -m radscale sweep job.toml ARGS` and wait: (final status, job logs, seconds)."""
+        t0 = time.monotonic()
+        out = self.job("submit", "--no-wait", "--working-dir", str(workdir), "--",
+                       sys.executable, "-m", "radscale", "sweep", "job.toml", *sweep_args)
+        found = re.search(r"raysubmit_\w+", out)
+        assert found, out[-3000:]
+        status = "RUNNING"
+        while time.monotonic() - t0 < timeout and status == "RUNNING":
+            time.sleep(3)
+            text = self.job("status", found.group(0)).lower()   # "Job '…' succeeded" / "… failed" / "… was stopped"
+            status = next((s.upper() for s in ("succeeded", "failed", "stopped")
+                           if f"' {s}" in text or f"was {s}" in text), "RUNNING")
+        return status, self.job("logs", found.group(0)), time.monotonic() - t0
 
     def pids(self) -> list[int]:
         out = subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout
@@ -134,81 +155,78 @@ class Head:
 
 
 @pytest.fixture(scope="module")
-def submitted(tmp_path_factory):
+def jobs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cluster")
     work = tmp / "job"                         # the uploaded working dir: only the job file (radscale is installed)
     work.mkdir()
     store = tmp / "store"
     (work / "job.toml").write_text(JOB.format(out=tmp / "runs", storage=store.as_uri(), node_type=NODE_TYPE))
+    root = tmp / "runs" / "cj"
     head = Head()
     try:
         head.wait_ready()
-        t0 = time.monotonic()
-        sub = head.job("submit", "--no-wait", "--working-dir", str(work), "--",
-                       sys.executable, "-m", "radscale", "sweep", "job.toml")
-        assert sub.returncode == 0, sub.stdout[-2000:] + sub.stderr[-2000:]
-        job_id = re.search(r"raysubmit_\w+", sub.stdout + sub.stderr).group(0)
-        status = ""
-        while time.monotonic() - t0 < 420 and status not in ("SUCCEEDED", "FAILED", "STOPPED"):
-            time.sleep(3)
-            res = head.job("status", job_id)
-            out = res.stdout + res.stderr
-            status = next((s for s in ("SUCCEEDED", "FAILED", "STOPPED", "RUNNING", "PENDING") if s in out), "")
-        res = head.job("logs", job_id)
-        logs = res.stdout + res.stderr
-        took = time.monotonic() - t0
-        yield tmp, store, status, logs, took
+        first = head.run(work)
+        assert first[0] == "SUCCEEDED", first[1][-4000:]
+        spend1 = json.loads((root / "spend.json").read_text())
+        bound = spend1["spent_usd"] + HEADROOM_USD
+        # No spaces inside an argument: the entrypoint is one shell line.
+        second = head.run(work, "--set", "sizes=[40,80,120]", "--set", f"cost.budget_usd={bound:.2f}")
+        assert second[0] == "SUCCEEDED", second[1][-4000:]
+        print(f"\ncluster jobs: first {first[2]:.0f} s (${spend1['spent_usd']:.2f}), second {second[2]:.0f} s")
+        yield tmp, store, root, first, second, spend1, bound
     finally:
         head.stop()
         assert not head.pids()
 
 
-def test_job_succeeds_and_outputs_land_where_configured(submitted):
-    tmp, store, status, logs, took = submitted
-    print(f"\njob ran {took:.0f} s")
-    assert status == "SUCCEEDED", logs[-4000:]
-    root = tmp / "runs" / "cj"
+def test_job_outputs_land_where_configured(jobs):
+    tmp, store, root, first, *_ = jobs
     assert (root / "report" / "report.html").exists() and (root / "results.parquet").exists()
-    trial = "rad-dino-tiny.dinov2.n60.s0"
-    assert list((store / f"cj.{trial}").glob("checkpoint_*"))       # Train storage on the file:// URI
+    assert json.loads((root / "trials" / DONE / "result.json").read_text())["metrics"]["ended_early"] == 0
+    assert list((store / f"cj.{DONE}").glob("checkpoint_*"))        # Train storage on the file:// URI
     assert (store / "tune-cj").is_dir() and not (root / "ray").exists()
+    assert "trained 1, skipped 0 complete, evaluated 2" in first[1]
 
 
-def test_cost_bound_stops_the_running_trial_and_skips_the_next(submitted):
-    tmp, store, status, logs, _ = submitted
-    root = tmp / "runs" / "cj"
-    first, second = "rad-dino-tiny.dinov2.n60.s0", "rad-dino-tiny.dinov2.n120.s0"
+def test_spend_is_measured_per_node_type_and_accumulates(jobs):
+    *_, spend1, bound = jobs
+    root = jobs[2]
     spend = json.loads((root / "spend.json").read_text())
-    assert spend["spent_usd"] >= 30.0 and spend["by_node_type"][NODE_TYPE]["usd"] == spend["spent_usd"]
-    assert spend["halted"].startswith("cost budget reached")
-    stopped = json.loads((root / "trials" / first / "stopped.json").read_text())
+    assert spend1["spent_usd"] > 10 and spend1["by_node_type"][NODE_TYPE]["usd"] == spend1["spent_usd"]
+    assert spend["spent_usd"] >= bound > spend1["spent_usd"] and spend["budget_usd"] == pytest.approx(bound, abs=0.01)
+    assert spend["node_hours"] == pytest.approx(spend["spent_usd"] / 3600.0)
+
+
+def test_cost_bound_stops_the_running_trial_and_skips_the_next(jobs):
+    tmp, store, root, first, second, *_ = jobs
+    logs = second[1]
+    assert "1 trial(s) already complete, skipped" in logs and "training 2 trial(s)" in logs
+    stopped = json.loads((root / "trials" / STOPPED / "stopped.json").read_text())
     assert stopped["reason"].startswith("cost budget reached") and stopped["metrics"]["ended_early"] == 1
-    assert stopped["metrics"]["train_s"] < 120.0 and not (root / "trials" / first / "result.json").exists()
-    assert not (root / "trials" / second).exists()                  # never started
-    assert f"{second} skipped: cost budget reached" in logs
-    assert f"{first} stopped at" in logs and "a re-run resumes it from its checkpoint" in logs
-    assert spend["skipped"][second].startswith("skipped: cost budget reached") and first in spend["stopped"]
+    assert stopped["metrics"]["train_s"] < 6.0 and not (root / "trials" / STOPPED / "result.json").exists()
+    assert list((store / f"cj.{STOPPED}").glob("checkpoint_*"))      # a re-run resumes from it
+    assert not (root / "trials" / SKIPPED).exists()                   # never started
+    assert f"{SKIPPED} skipped: cost budget reached" in logs
+    assert f"{STOPPED} stopped at" in logs and "a re-run resumes it from its checkpoint" in logs
+    spend = json.loads((root / "spend.json").read_text())
+    assert spend["skipped"][SKIPPED].startswith("skipped: cost budget reached") and STOPPED in spend["stopped"]
     assert (store / "cj.stop").exists()
 
 
-def test_mlflow_runs(submitted):
-    tmp, *_ = submitted
-    db = tmp / "runs" / "mlflow.db"
-    with sqlite3.connect(db) as con:
+def test_mlflow_runs(jobs):
+    tmp = jobs[0]
+    with sqlite3.connect(tmp / "runs" / "mlflow.db") as con:
         runs = dict(con.execute("select name, status from runs"))
-        run_ids = dict(con.execute("select name, run_uuid from runs"))
-        metrics = {k: v for k, v in con.execute("select key, value from latest_metrics where run_uuid = ?",
-                                                (run_ids["cj"],))}
-        tags = dict(con.execute("select key, value from tags where run_uuid = ?", (run_ids["cj"],)))
-        trial_tags = dict(con.execute("select key, value from tags where run_uuid = ?",
-                                      (run_ids["rad-dino-tiny.dinov2.n60.s0"],)))
-        base = {k for (k,) in con.execute("select key from latest_metrics where run_uuid = ?",
-                                          (run_ids["rad-dino-tiny.dinov2.n0.s0"],))}
-    assert runs["cj"] == "FINISHED" and runs["rad-dino-tiny.dinov2.n0.s0"] == "FINISHED"
-    assert runs["rad-dino-tiny.dinov2.n60.s0"] == "KILLED"
-    assert trial_tags["radscale.status"].startswith("stopped at")
-    assert "rad-dino-tiny.dinov2.n120.s0" not in runs
-    assert metrics["cost/spent_usd"] >= 30.0 and metrics["cost/trials_skipped"] == 1
-    assert metrics["cost/trials_stopped"] == 1
-    assert "rad-dino-tiny.dinov2.n120.s0" in tags["radscale.cost.skipped"]
-    assert "eval/findings/in-domain/auroc" in base
+        ids = dict(con.execute("select name, run_uuid from runs"))
+
+        def of(run: str, table: str) -> dict:
+            return dict(con.execute(f"select key, value from {table} where run_uuid = ?", (ids[run],)))
+
+        parent, stopped, done = of("cj", "latest_metrics"), of(STOPPED, "tags"), of(DONE, "latest_metrics")
+        parent_tags = of("cj", "tags")
+    assert runs["cj"] == runs[DONE] == runs["rad-dino-tiny.dinov2.n0.s0"] == "FINISHED"
+    assert runs[STOPPED] == "KILLED" and stopped["radscale.status"].startswith("stopped at")
+    assert SKIPPED not in runs
+    assert parent["cost/spent_usd"] > 10 and parent["cost/trials_skipped"] == parent["cost/trials_stopped"] == 1
+    assert SKIPPED in parent_tags["radscale.cost.skipped"]
+    assert "eval/findings/in-domain/auroc" in done and "train/loss" in done

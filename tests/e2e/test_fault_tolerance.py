@@ -169,7 +169,7 @@ def test_killed_train_worker_resumes_from_its_checkpoint_within_budget(session, 
 
 
 def test_killed_sweep_driver_resumes_without_retraining(session, tmp_path):
-    budget = 8.0
+    budget = 6.0
     job = tmp_path / "job.toml"
     job.write_text(JOB.format(sizes="[60, 120]", out=tmp_path / "runs", budget=budget, ckpt=2.0))
     root = tmp_path / "runs" / "ft"

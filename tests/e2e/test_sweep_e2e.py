@@ -89,6 +89,30 @@ def test_report_results_and_budget(sweep):
         assert res["epochs"] == pytest.approx(res["samples_seen"] / int(tid.split(".n")[1].split(".")[0]))
 
 
+def test_every_evaluation_family_per_trial_and_domain(sweep):
+    """Linear and attention probes, segmentation and report generation: macro rows for every trial and domain,
+    a report section per family, and the MLflow metric names built from the rows."""
+    tmp, *_ = sweep
+    root = tmp / "runs" / "e2e"
+    results = pd.read_parquet(root / "results.parquet")
+    macro = results[results.label == "macro"]
+    headline = {"findings": "auroc", "tubes": "auroc", "findings:attention": "auroc", "tubes:attention": "auroc",
+                "segmentation": "dice", "report_generation": "label_f1"}
+    for tid, rows in macro.groupby("trial_id"):
+        for task, metric in headline.items():
+            got = set(rows[(rows.task == task) & (rows.metric == metric)].domain)
+            assert got == {"in-domain", "phantom-scanner-b"}, (tid, task, got)
+    seg = macro[macro.task == "segmentation"]
+    assert ((seg.ci_lo <= seg.value) & (seg.value <= seg.ci_hi)).all() and (seg.n_labels >= 1).all()
+    assert set(macro[macro.task == "report_generation"].metric) == {"label_f1", "bleu4", "rouge_l"}
+    seconds = json.loads((root / "trials" / "rad-dino-tiny.dinov2.n60.s0" / "eval_seconds.json").read_text())
+    assert set(seconds) == {"linear", "attention", "segmentation", "report_generation"}
+    md = (root / "report" / "report.md").read_text()
+    for task in headline:
+        assert f"## {task} — in-domain" in md and f"## {task} — phantom-scanner-b" in md, task
+    assert (root / "report" / "findings_attention-in-domain.png").exists()
+
+
 def test_mlflow_runs_match_trials(sweep):
     tmp, *_ = sweep
     from radscale.tracking.tracker import MLflowTracker
@@ -102,6 +126,8 @@ def test_mlflow_runs_match_trials(sweep):
     for r in trained:
         assert "train/loss" in r["metrics"] and "summary/train_s" in r["metrics"]
         assert "eval/findings/in-domain/auroc" in r["metrics"]
+        assert {"eval/findings:attention/in-domain/auroc", "eval/segmentation/phantom-scanner-b/dice",
+                "eval/report_generation/in-domain/label_f1"} <= set(r["metrics"])
         assert r["tags"]["mlflow.parentRunId"] == by_name["e2e"]["run_id"]
 
 

@@ -165,8 +165,11 @@ def test_monitor_raises_the_stop_at_the_bound_and_spend_accumulates_across_runs(
     again = build_cost_monitor(job, str(tmp_path / "ray"), tmp_path / "spend.json", lines.append,
                                list_nodes=lambda: [("n", "")])
     assert again.guard.tracker.spent_usd == pytest.approx(35.0)                    # the earlier run's spend
-    assert again.guard.halted.startswith("stop requested")                          # the stop file is still there
-    again.close()
+    assert stop.reason() is None and not again.guard.halted       # the earlier run's stop does not halt this one
+    stop.raise_("")                                               # a user's stop file during the run
+    again.poll()
+    assert again.guard.halted == f"stop requested ({stop.uri})" and not again.guard.admit("x").admitted
+    assert again.close()["halted"] == again.guard.halted
 
 
 def test_searcher_asks_the_guard_before_each_trial():

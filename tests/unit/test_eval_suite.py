@@ -1,0 +1,93 @@
+"""The evaluation suite of one encoder: every family lands in one table, for every domain, and can be switched off."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from radscale.config.specs import EvalSpec
+from radscale.data.vocab import Vocabulary
+from radscale.evaluate.suite import SegMasks, evaluate_encoder, known_masks, report_test_rows
+
+GRID, D = 4, 8
+COLUMNS = ["task", "domain", "metric", "label", "value", "ci_lo", "ci_hi", "n_test", "n_labels", "replicates"]
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _data(seed=0):
+    rng = np.random.default_rng(seed)
+    split = ["probe_train"] * 60 + ["probe_val"] * 24 + ["test"] * 40 + ["test"] * 40
+    domain = ["in-domain"] * 124 + ["ood"] * 40
+    n = len(split)
+    eff, ett = rng.random(n) < 0.4, rng.random(n) < 0.4
+    reports = [("FINDINGS: Small left pleural effusion." if e else "FINDINGS: No pleural effusion.")
+               + (" ET tube terminates 4 cm above the carina." if t else "") for e, t in zip(eff, ett)]
+    meta = pd.DataFrame({"eval_id": [f"e{i}" for i in range(n)], "patient_id": [f"p{i // 2}" for i in range(n)],
+                         "split": split, "domain": domain, "pleural_effusion": pd.array(eff.astype(int), "Int8"),
+                         "ett_normal": pd.array(ett.astype(int), "Int8"),
+                         "support_devices": pd.array(ett.astype(int), "Int8"),
+                         "mask_uri": [f"m{i}.png" if t else None for i, t in enumerate(ett)], "report": reports})
+    patch = rng.normal(0, 1, (n, GRID * GRID, D)).astype(np.float32)
+    patch[eff, 3, 0] += 4.0                              # effusion: one patch, channel 0
+    patch[ett, :GRID, 1] += 4.0                          # tube: the top row of patches, channel 1
+    masks = np.zeros((n, 16, 16), np.uint8)
+    masks[ett, 1:3, :] = 1                               # bit 0 = ETT, a 2-px line under the top patch row
+    cls = rng.normal(0, 1, (n, D)).astype(np.float32)
+    features = np.concatenate([cls, patch.mean(1)], 1)   # the extractor's layout ends with [CLS, mean patch]
+    return meta, features, patch.astype(np.float16), SegMasks(masks, known_masks(meta))
+
+
+def _spec(**kw):
+    base = dict(bootstrap=10, min_positives=3, attention_epochs=4, seg_epochs=3, report_epochs=2,
+                report_max_test=12, report_max_tokens=16)
+    return EvalSpec(**{**base, **kw})
+
+
+def test_all_four_families_for_every_domain():
+    meta, features, patch, masks = _data()
+    torch.set_num_threads(2)
+    res = evaluate_encoder(features, patch, meta, _spec(), Vocabulary(), masks)     # probes run on 1 thread
+    assert torch.get_num_threads() == 2                                              # and restore the caller's
+    t = res.table
+    assert list(t.columns) == COLUMNS
+    families = {"findings", "tubes", "findings:attention", "tubes:attention", "segmentation", "report_generation"}
+    assert set(t.task) == families
+    for task in families:
+        assert set(t[(t.task == task) & (t.label == "macro")].domain) == {"in-domain", "ood"}, task
+    macro = t[t.label == "macro"].set_index(["task", "domain", "metric"])
+    assert {"dice", "cldice"} <= {m for (task, _, m) in macro.index if task == "segmentation"}
+    assert {"label_f1", "bleu4", "rouge_l"} <= {m for (task, _, m) in macro.index if task == "report_generation"}
+    assert (macro.loc[("report_generation", "ood", "bleu4"), "n_test"]) == 12      # report_max_test per domain
+    seg = t[(t.task == "segmentation") & (t.label == "ett")]
+    assert set(seg.metric) == {"dice", "cldice"} and (seg.n_test > 0).all()
+    assert set(res.seconds) == {"linear", "attention", "segmentation", "report_generation"}
+    assert set(res.cpu_seconds) == set(res.seconds)
+
+
+def test_families_switch_off_and_patch_free_runs_keep_the_linear_probe():
+    meta, features, patch, masks = _data(1)
+    t = evaluate_encoder(features, patch, meta, _spec(attention_probe=False, report_generation=False,
+                                                      tasks=("findings",)), Vocabulary(), masks).table
+    assert set(t.task) == {"findings", "segmentation"}
+    only = evaluate_encoder(features, None, meta, _spec(), Vocabulary(), masks)
+    assert set(only.table.task) == {"findings", "tubes"} and set(only.seconds) == {"linear"}
+    # No masks in the in-domain probe_train rows: no segmentation rows (nothing to learn).
+    empty = SegMasks(np.zeros_like(masks.masks), masks.known)
+    t2 = evaluate_encoder(features, patch, meta, _spec(attention_probe=False, report_generation=False), Vocabulary(),
+                          empty).table
+    assert "segmentation" not in set(t2.task)
+
+
+def test_report_test_rows_are_a_seeded_sample_shared_by_trials():
+    meta, *_ = _data()
+    has = np.ones(len(meta), bool)
+    a = report_test_rows(meta, has, "ood", _spec())
+    assert len(a) == 12 and np.all(np.diff(a) > 0) and set(meta.domain.iloc[a]) == {"ood"}
+    assert np.array_equal(a, report_test_rows(meta, has, "ood", _spec()))
+    assert len(report_test_rows(meta, has, "ood", _spec(report_max_test=0))) == 40
