@@ -6,7 +6,7 @@ import pandas as pd
 
 from radscale.config.specs import EvalSpec
 from radscale.data.vocab import Vocabulary
-from radscale.evaluate.metrics import auprc, auroc, bootstrap_replicates, cluster_bootstrap, percentile_ci
+from radscale.evaluate.metrics import auprc, auroc, auroc_auprc, bootstrap_replicates, percentile_ci
 from radscale.evaluate.probes import fit_linear_probe, label_targets
 
 
@@ -20,12 +20,11 @@ METRICS = (("auroc", auroc), ("auprc", auprc))
 
 
 def _per_label(y: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """[len(METRICS), L]: each metric per label over that label's usable (finite) rows."""
+    """[len(METRICS), L]: AUROC and AUPRC per label over that label's usable (finite) rows (one sort each)."""
     out = np.full((len(METRICS), y.shape[1]), np.nan)
     for j in range(y.shape[1]):
         ok = np.isfinite(y[:, j])
-        for m, (_, fn) in enumerate(METRICS):
-            out[m, j] = fn(y[ok, j], s[ok, j])
+        out[:, j] = auroc_auprc(y[ok, j], s[ok, j])
     return out
 
 
@@ -88,15 +87,19 @@ def _task_rows(task: str, dom: str, kept: list[str], y_m: np.ndarray, s_m: np.nd
     value = _per_label(y_m, s_m)
     reps = bootstrap_replicates(_per_label, patients, spec.bootstrap, spec.seed, y_m, s_m)   # [B, M, L]
     macro, macro_reps = _label_mean(value), _label_mean(reps)
+    usable = np.isfinite(y_m)
+    label_reps = reps.copy()
+    for j in np.flatnonzero(~usable.all(0)):
+        ok = usable[:, j]
+        label_reps[:, :, j] = bootstrap_replicates(_per_label, patients[ok], spec.bootstrap, spec.seed,
+                                                   y_m[ok, j:j + 1], s_m[ok, j:j + 1])[:, :, 0]
     rows = []
-    for m, (name, fn) in enumerate(METRICS):
+    for m, (name, _) in enumerate(METRICS):
         ci = percentile_ci(macro[m], macro_reps[:, m])
         rows.append(dict(task=task, domain=dom, metric=name, label="macro", value=ci.value, ci_lo=ci.lo, ci_hi=ci.hi,
                          n_test=len(y_m), n_labels=len(kept), replicates=ci.replicates.tolist()))
         for j, lab in enumerate(kept):
-            ok = np.isfinite(y_m[:, j])
-            ci_l = percentile_ci(value[m, j], reps[:, m, j]) if ok.all() else \
-                cluster_bootstrap(fn, patients[ok], spec.bootstrap, spec.seed, y_m[ok, j], s_m[ok, j])
+            ci_l = percentile_ci(value[m, j], label_reps[:, m, j])
             rows.append(dict(task=task, domain=dom, metric=name, label=lab, value=ci_l.value, ci_lo=ci_l.lo,
-                             ci_hi=ci_l.hi, n_test=int(ok.sum()), n_labels=1, replicates=None))
+                             ci_hi=ci_l.hi, n_test=int(usable[:, j].sum()), n_labels=1, replicates=None))
     return rows

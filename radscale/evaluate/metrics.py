@@ -44,6 +44,35 @@ def auprc(y: np.ndarray, score: np.ndarray) -> float:
     return float(np.sum(np.diff(recall, prepend=0.0) * precision))
 
 
+def auroc_auprc(y: np.ndarray, score: np.ndarray) -> tuple[float, float]:
+    """(auroc, auprc) from one sort: equal to the two functions above up to float rounding; the bootstrap
+    evaluates both on every resample of every label."""
+    y = np.asarray(y, dtype=bool)
+    n_pos = int(y.sum())
+    n_neg = len(y) - n_pos
+    if n_pos == 0:
+        return float("nan"), float("nan")
+    s = np.asarray(score, dtype=np.float64)
+    if np.isnan(s).any():                                         # undefined ranks: the reference definitions
+        return auroc(y, s), auprc(y, s)
+    order = np.argsort(s, kind="mergesort")
+    ss, ys = s[order], y[order]
+    new = np.empty(len(ss), dtype=bool)
+    new[0] = True
+    np.not_equal(ss[1:], ss[:-1], out=new[1:])
+    starts = np.flatnonzero(new)                                  # tie groups, ascending score
+    pos_in = np.add.reduceat(ys.astype(np.int64), starts)
+    ends = np.append(starts[1:], len(ss))
+    # AUPRC: thresholds from the highest group down; tp and n counted at or above each threshold.
+    tp = np.cumsum(pos_in[::-1])
+    n_at = len(ss) - starts[::-1]
+    ap = float(np.sum(np.diff(tp / n_pos, prepend=0.0) * (tp / n_at)))
+    if n_neg == 0:
+        return float("nan"), ap
+    rank_sum = float(np.sum(pos_in * (starts + ends + 1) * 0.5))   # average ranks, ties counted half
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg), ap
+
+
 @dataclass(frozen=True)
 class BootstrapCI:
     value: float
