@@ -163,7 +163,10 @@ def run_sweep(job: JobSpec, echo: Callable[[str], None] = print) -> SweepOutcome
     results.to_parquet(paths.results)
 
     from radscale.report.build import build_report
+    from radscale.report.metrics import summary_metrics
     report = build_report(job, results, paths, data)
+    if not results.empty:
+        tracker.log_metrics(parent, summary_metrics(results, job))       # scaling fits + cost on the sweep run
     tracker.log_artifact(parent, str(paths.report_dir), "report")
     tracker.log_artifact(parent, str(paths.results))
     tracker.finish(parent)
