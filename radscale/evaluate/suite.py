@@ -7,8 +7,8 @@ or C chosen on in-domain probe_val) and tested on each domain's test rows with p
 the resamples depend only on the rows and `eval.seed`, so every trial is scored on the same ones (paired).
 
 Segmentation rows need masks (`SegMasks`): a row's mask is known when its `mask_uri` was read, or when it has
-none and its `support_devices` label is not positive or uncertain (no device drawn: the phantom's and
-CANDID-PTX's convention); a device-positive row without a mask (RANZCR images without annotations) is unknown
+none and its `support_devices` label is not positive or uncertain (no device drawn: the phantom's
+convention); a device-positive row without a mask (RANZCR images without annotations) is unknown
 and left out of fitting and scoring.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ from radscale.evaluate.segmentation import evaluate_segmentation, fit_segmentati
 
 IN_DOMAIN = "in-domain"
 # The small decoder for a few epochs on a few hundred probe_train reports: without dropout and at lr 2e-3 it
-# reaches in 8 epochs the probe_val loss its defaults (dropout 0.1, lr 1e-3) reach in ~15 (phantom, measured),
+# reaches in 8 epochs the probe_val loss its defaults (dropout 0.1, lr 1e-3) reach in ~12 (phantom, measured),
 # and dropout's masks are ~15% of a CPU step.
 SMALL_DECODER = SmallDecoderConfig(dropout=0.0, lr=2e-3)
 

@@ -18,5 +18,6 @@ def init_ray(address: str = "", num_cpus: int | None = None) -> None:
         ray.init(address=address or None, logging_level=logging.WARNING, log_to_driver=False)
         return
     env = {k: v for k, v in os.environ.items() if k.startswith(("RAY_", "DS_", "PYTHON", "OMP_", "MKL_"))}
-    ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
+    # address="local": always a fresh instance, never a cluster some other `ray start` left in /tmp/ray.
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
              runtime_env={"env_vars": env} if env else None)

@@ -76,6 +76,9 @@ class _Cluster:
                 bound = f"bound ${g.budget_usd:.2f}" if g.budget_usd else "no bound (cost.budget_usd = 0)"
                 self.echo(f"radscale: cost: spent ${g.tracker.spent_usd:.2f} so far; a trial projects "
                           f"${g.trial.usd:.2f} ({g.trial.seconds:.0f} s at ${g.trial.usd_per_hour:.2f}/h); {bound}")
+            if g.tracker.book.worst_case_usd_per_hour:
+                self.echo(f"radscale: cost: {self.job.cost.cluster} at full scale costs at most "
+                          f"${g.tracker.book.worst_case_usd_per_hour:.2f}/h (its node caps x prices)")
         return self.monitor
 
 

@@ -194,9 +194,15 @@ def _key_analysis(s: Series) -> KeyAnalysis:
         try:
             beating = smallest_n_beating(fit, s.baseline_err, baseline_replicates=s.baseline_err_reps
                                          if len(fit.replicates) else None, name=s.key)
-        except ValueError as e:
+        except (ValueError, ArithmeticError) as e:
             bnote = str(e)
     return KeyAnalysis(s, fit, why, holdout, hnote, beating, bnote)
+
+
+def _exponent_ratio(fa: ScalingFit, fb: ScalingFit, names: tuple[str, str]) -> ExponentRatio:
+    if fb.params["alpha"] == 0:      # error flat in N (e.g. a metric stuck at 0 on a tiny probe set)
+        raise ValueError(f"α of {names[1]} is 0 (error flat in N): the ratio is undefined")
+    return exponent_ratio(fa, fb, names=names)
 
 
 def _pair_analysis(a: KeyAnalysis, b: KeyAnalysis, targets: tuple[float, ...]) -> PairAnalysis:
@@ -205,14 +211,14 @@ def _pair_analysis(a: KeyAnalysis, b: KeyAnalysis, targets: tuple[float, ...]) -
     lo = float(min(a.series.n.min(), b.series.n.min()))
     hi = float(max(a.series.n.max(), b.series.n.max()))
     out, notes = {}, []
-    calls = {"ratio": lambda: exponent_ratio(fa, fb, names=names),
+    calls = {"ratio": lambda: _exponent_ratio(fa, fb, names),
              "multiplier": lambda: data_multiplier(fa, fb, targets, names=names) if targets else None,
              "crossings": lambda: find_crossings(fa, fb, (lo, hi), names=names),
              "crossings_ext": lambda: find_crossings(fa, fb, (hi, hi * CROSSING_EXTRAPOLATION), names=names)}
     for name, call in calls.items():
         try:
             out[name] = call()
-        except ValueError as e:
+        except (ValueError, ArithmeticError) as e:     # e.g. a flat series: α = 0 divides
             out[name] = None
             notes.append(f"{name}: {e}")
     return PairAnalysis(names=names, notes=tuple(dict.fromkeys(notes)), **out)

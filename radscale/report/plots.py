@@ -60,7 +60,8 @@ def plot_scaling(series: list[dict], title: str, ylabel: str, out: Path) -> Path
                         label=f"{s['name']} held-out prediction")
         if s.get("baseline") is not None and np.isfinite(s["baseline"]):
             ax.axhline(s["baseline"], color=c, ls=":", lw=1.2, label=f"{s['name']} size 0 (initial weights)")
-    ax.set_xscale("log")
+    if any(len(s["n"]) for s in series):       # only size-0 baselines (e.g. every trial stopped): linear axis
+        ax.set_xscale("log")
     ax.set_xlabel("pretraining images N (nested subsets)")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
@@ -78,8 +79,9 @@ def _limit(ax, arrays, lo_cap: float, hi_cap: float) -> None:
     """y-limits from the finite data, clamped: N* of 1e100 images is 'never', and would hide the rest."""
     v = np.concatenate([_finite(a).ravel() for a in arrays]) if arrays else np.empty(0)
     v = v[np.isfinite(v) & (v > 0)]
-    if v.size == 0:
+    if v.size == 0:          # e.g. flat series (α = 0): a log axis still needs positive limits to draw
         ax.text(0.5, 0.5, "no finite values", transform=ax.transAxes, ha="center", va="center")
+        ax.set_ylim(lo_cap, hi_cap)
         return
     lo, hi = max(v.min() / 1.5, lo_cap), min(v.max() * 1.5, hi_cap)
     if hi > lo:

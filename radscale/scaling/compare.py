@@ -68,7 +68,8 @@ def exponent_ratio(fit_a: ScalingFit, fit_b: ScalingFit, *, names: tuple[str, st
     """α_A/α_B with a percentile CI over paired replicates."""
     _require_paired(fit_a, fit_b, "exponent_ratio")
     reps = _ratio(fit_a.param_replicates("alpha"), fit_b.param_replicates("alpha"))
-    return ExponentRatio(ratio=fit_a.params["alpha"] / fit_b.params["alpha"], ci=percentile_interval(reps, fit_a.level),
+    point = float(_ratio(np.asarray(fit_a.params["alpha"], float), np.asarray(fit_b.params["alpha"], float)))
+    return ExponentRatio(ratio=point, ci=percentile_interval(reps, fit_a.level),
                          alpha_a=fit_a.params["alpha"], alpha_b=fit_b.params["alpha"], level=fit_a.level,
                          n_replicates=len(reps), names=names)
 

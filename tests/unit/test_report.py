@@ -159,3 +159,16 @@ def test_html_renders_the_markdown_subset(tmp_path):
     assert '<h2 id="s-s-1">S 1</h2>' in html and '<a href="#s-s-1">' in html
     assert "<thead><tr><th>h</th><th>i</th></tr></thead><tbody><tr><td>1</td><td>2</td></tr>" in html
     assert "<p>text</p>" in html and re.search(r"<h1>T</h1>", html)
+
+
+def test_degenerate_sweeps_still_report(tmp_path):
+    """Only size-0 baselines (every trial stopped by the cost bound), and flat curves (α = 0 for both encoders:
+    the exponent ratio is undefined, not a crash)."""
+    from test_report_synthetic import crossing_results
+
+    job = load_job(ROOT / "jobs/demo.toml")
+    data = SweepData("m", "e", 1000, ("pleural_effusion",), ("in-domain",), {"manifest": "/x/_phantom/m.parquet"})
+    r = crossing_results()
+    assert build_report(job, r[r["size"] == 0].copy(), SweepPaths(tmp_path / "a"), data).exists()
+    flat = r.assign(value=0.7, replicates=[[0.7] * 200 if x is not None else None for x in r["replicates"]])
+    assert build_report(job, flat, SweepPaths(tmp_path / "b"), data).exists()
