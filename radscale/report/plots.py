@@ -84,8 +84,7 @@ def _limit(ax, arrays, lo_cap: float, hi_cap: float) -> None:
         ax.set_ylim(lo_cap, hi_cap)
         return
     lo, hi = max(v.min() / 1.5, lo_cap), min(v.max() * 1.5, hi_cap)
-    if hi > lo:
-        ax.set_ylim(lo, hi)
+    ax.set_ylim(*((lo, hi) if hi > lo else (lo_cap, hi_cap)))   # all data beyond the caps: show the caps
 
 
 def plot_multiplier(curves: list[dict], ratios: list[dict], ticks, n_range: tuple[float, float], title: str,
@@ -129,5 +128,6 @@ def plot_multiplier(curves: list[dict], ratios: list[dict], ticks, n_range: tupl
     else:
         ax2.text(0.5, 0.5, "no finite ratio: a curve never reaches these targets", transform=ax2.transAxes,
                  ha="center", va="center", fontsize=8)
+        ax2.set_ylim(1e-3, 1e3)
     fig.suptitle(title, fontsize=10)
     return _save(fig, out)
