@@ -19,6 +19,20 @@ from radscale.report.html import markdown_to_html
 from radscale.report.sections import render_section
 
 
+def _families(spec) -> str:
+    """The enabled evaluation families, as configured (EvalSpec)."""
+    out = [f"linear ({', '.join(spec.tasks)}: logistic regression per label, C on probe_val; CLS of the last "
+           f"{spec.layers} layers ++ mean patch token)"]
+    if spec.attention_probe:
+        out.append("attention pooling on patch tokens")
+    if spec.segmentation:
+        out.append(f"tube segmentation ({spec.seg_head} head on patch tokens; Dice, clDice)")
+    if spec.report_generation:
+        out.append(f"report generation (decoder: {'small' if spec.report_decoder == 'small' else 'HF causal LM'}; "
+                   f"label F1, BLEU-4, ROUGE-L)")
+    return "; ".join(out)
+
+
 def _header(job: JobSpec, data) -> list[str]:
     src = data.sources.get("manifest", "")
     return [f"# radscale sweep `{job.sweep.name}`", "",
@@ -29,7 +43,7 @@ def _header(job: JobSpec, data) -> list[str]:
             "- encoders: " + ", ".join(f"`{e.key}` (size 0 = "
                                        f"{'open weights ' + Path(e.weights).name if e.weights else 'random init'})"
                                        for e in job.encoders),
-            f"- probes: linear (logistic regression per label, C on probe_val); uncertain={job.eval.uncertain}, "
+            f"- probes on frozen features: {_families(job.eval)}; uncertain={job.eval.uncertain}, "
             f"unmentioned={job.eval.unmentioned}; 95% CIs: patient-clustered bootstrap (R={job.eval.bootstrap}), "
             f"the same resamples for every trial, so comparisons between encoder keys are paired",
             f"- scaling: error e = 1 − macro headline metric (AUROC; Dice; label F1), floored at {ERR_FLOOR:g}; "
