@@ -21,6 +21,9 @@ from radscale.data.vocab import Vocabulary
 from radscale.errors import RadscaleError
 
 EVAL_SPLITS = ("probe_train", "probe_val", "test")
+# Bump when the prepared tables gain or lose columns, so a cache written by an older radscale is rebuilt
+# (2: eval rows carry mask_uri and report for segmentation and report generation).
+DATA_LAYOUT = 2
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,7 @@ def prepare_sweep_data(job: JobSpec, sweep_dir: Path, vocabulary: Vocabulary | N
     ood_sources = dict(data.ood_manifests)
     if data.ood_phantom_profile:
         ood_sources[f"phantom-{data.ood_phantom_profile}"] = _phantom(job, data.ood_phantom_profile, 1)
-    fp = {"source": _fingerprint(source, {"splits": data.splits.model_dump(), "cap": data.max_eval_images,
+    fp = {"layout": DATA_LAYOUT, "source": _fingerprint(source, {"splits": data.splits.model_dump(), "cap": data.max_eval_images,
                                           "allow_missing": data.allow_missing_images}),
           "ood": {k: _fingerprint(v, {}) for k, v in sorted(ood_sources.items())}}
     if meta_out.exists() and manifest_out.exists() and eval_out.exists():

@@ -88,3 +88,29 @@ def test_parquet_roundtrip_keeps_validation(tmp_path):
     pq.write_table(assign_splits(_table(), SplitSpec()), path)
     t = read_manifest(path)
     assert "split" in t.column_names and "rank" in t.column_names
+
+
+def test_prepared_sweep_data_is_reused_and_rebuilt_when_stale(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from radscale.config.specs import JobSpec
+    from radscale.data.sweep_data import prepare_sweep_data
+
+    job = JobSpec.model_validate({"sweep": {"name": "c", "output_dir": str(tmp_path)}, "sizes": [20],
+                                  "encoders": [{"name": "rad-dino-tiny", "objective": "dinov2"}],
+                                  "budget": {"value": 1}, "data": {"phantom": {"n_images": 60, "image_size": 32}}})
+    first = prepare_sweep_data(job, tmp_path / "c")
+    meta = tmp_path / "c" / "data" / "data.json"
+    stamp = (tmp_path / "c" / "data" / "eval.parquet").stat().st_mtime_ns
+    assert prepare_sweep_data(job, tmp_path / "c") == first
+    assert (tmp_path / "c" / "data" / "eval.parquet").stat().st_mtime_ns == stamp        # reused, not rewritten
+    # A cache written by an older layout (no "layout" key in its fingerprint) is rebuilt, not trusted.
+    old = json.loads(meta.read_text())
+    old["fingerprint"].pop("layout")
+    meta.write_text(json.dumps(old))
+    assert prepare_sweep_data(job, tmp_path / "c") == first
+    assert (tmp_path / "c" / "data" / "eval.parquet").stat().st_mtime_ns != stamp
+    assert json.loads(meta.read_text())["fingerprint"]["layout"] >= 2
+    assert {"mask_uri", "report"} <= set(pd.read_parquet(first.eval_rows).columns)
