@@ -265,6 +265,12 @@ def _check_pod_template(group: dict, where: str, allow_gpu: bool) -> int:
     label = ((template.get("metadata") or {}).get("labels") or {}).get(NODE_TYPE_LABEL)
     if not isinstance(label, str) or not label:
         _fail(f"{where}.template.metadata.labels", f"missing {NODE_TYPE_LABEL} (its prices.toml entry)")
+    # The pod label is Kubernetes'; the cost tracker reads Ray's node labels, which `ray start --labels` sets.
+    ray_labels = dict(kv.split("=", 1) for kv in str((group.get("rayStartParams") or {}).get("labels", "")).split(",")
+                      if "=" in kv)
+    if ray_labels.get(NODE_TYPE_LABEL) != label:
+        _fail(f"{where}.rayStartParams.labels", f"must contain {NODE_TYPE_LABEL}={label} (the pod label), so the "
+                                                f"cost tracker prices this node")
     containers = _mapping(template, "spec", f"{where}.template").get("containers")
     if not isinstance(containers, list) or not containers:
         _fail(f"{where}.template.spec.containers", "missing or empty")

@@ -194,6 +194,21 @@ def test_kuberay_manifest_passes(path):
     assert _group(doc, gpu=True)["minReplicas"] == 0 and _group(doc, gpu=False)["resources"]["data"] == "1"
 
 
+@pytest.mark.parametrize("path", KUBERAY, ids=lambda p: p.name)
+def test_kuberay_ray_node_labels_parse_with_rays_own_parser(path):
+    """`ray start --labels` receives rayStartParams.labels: Ray's parser and validator must accept it, and the
+    label it yields is the one the cost tracker reads (orchestrate/cost.node_type)."""
+    from ray._private.label_utils import parse_node_labels_string, validate_node_labels
+
+    from radscale.orchestrate.cost import node_type
+
+    spec = _spec(_load(path))
+    for group in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]:
+        labels = parse_node_labels_string(group["rayStartParams"]["labels"])
+        validate_node_labels(labels)
+        assert node_type({"Labels": labels}) == group["template"]["metadata"]["labels"][NODE_TYPE_LABEL]
+
+
 def test_rayjob_runs_the_paper_sweep_and_matches_raycluster():
     job = validate_kuberay_manifest(RAYJOB)["spec"]
     assert job["entrypoint"].endswith("radscale sweep jobs/paper.toml")
@@ -248,6 +263,9 @@ KUBERAY_BREAKS = {
     "custom resource 0.5": (lambda d: _group(d, False)["resources"].update(data="0.5"), "whole numbers"),
     "quoted custom resource 1.5": (_quoted_resources, "whole numbers"),
     "no node-type label": (lambda d: _group(d, True)["template"]["metadata"].pop("labels"), NODE_TYPE_LABEL),
+    "no Ray node label": (lambda d: _group(d, True)["rayStartParams"].pop("labels"), "rayStartParams.labels"),
+    "Ray label != pod label": (lambda d: _group(d, False)["rayStartParams"].update(
+        labels=f"{NODE_TYPE_LABEL}=aws-gpu-p5"), "rayStartParams.labels"),
     "duplicate groupName": (lambda d: _group(d, False).update(groupName=_group(d, True)["groupName"]),
                             "groupName"),
 }
