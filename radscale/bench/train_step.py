@@ -4,32 +4,38 @@ Both sides run the *same* task module (model + loss + on-device augmentation) on
 batches for the same wall-clock seconds after a warm-up step; the radscale side goes through DeepSpeed and the
 budgeted loop (collectives, schedules, reporting), the bare side is `loss.backward(); opt.step()`. The ratio of
 images/s is the overhead of radscale's machinery. FLOPs per sample are counted once with FlopCounterMode.
+`compile=True` compiles the image encoder's blocks on both sides alike (`train.worker.compile_encoders`, as
+`train.compile` does); compilation happens in the warm-up step, outside the timed part on both sides.
 """
 from __future__ import annotations
 
 import json
 import tempfile
 import time
+from typing import get_args
 
 import torch
 
-from radscale.config.specs import JobSpec
+from radscale.config.specs import JobSpec, TrainSpec
 from radscale.config.trial import TrialSpec
 from radscale.models.registry import get_flavour
 from radscale.objectives.build import build_task
 from radscale.train.flops import count_flops_per_sample
+from radscale.train.worker import compile_encoders
 
 FULL_SIZE_DINO = {"global_size": 224, "local_size": 98, "local_crops": 8}
 
 
-def _job(encoder: str, objective: str, batch: int, seconds: float, precision: str, use_gpu: bool) -> JobSpec:
+def _job(encoder: str, objective: str, batch: int, seconds: float, precision: str, use_gpu: bool,
+         compile_opts: dict | None = None) -> JobSpec:
     dino = FULL_SIZE_DINO if get_flavour(encoder).img_size >= 224 else {
         "global_size": 64, "local_size": 32, "local_crops": 4, "n_prototypes": 1024, "head_hidden": 256,
         "head_bottleneck": 64}
     return JobSpec.model_validate({
         "sweep": {"name": "bench"}, "encoders": [{"name": encoder, "objective": objective}], "sizes": [10**9],
         "budget": {"value": seconds}, "hardware": {"use_gpu": use_gpu},
-        "train": {"batch_size": batch, "precision": precision, "report_every_s": 1e9, "dinov2": dino}})
+        "train": {"batch_size": batch, "precision": precision, "report_every_s": 1e9, "dinov2": dino,
+                  **(compile_opts or {})}})
 
 
 def _batches(job: JobSpec, objective: str, decode: int, device: torch.device):
@@ -52,6 +58,8 @@ def _inputs(objective: str, batch: dict, device: torch.device) -> dict:
 
 def bare_loop(job: JobSpec, objective: str, batch: dict, device: torch.device, seconds: float) -> dict:
     task = build_task(job.encoders[0], job.train, 0).to(device)
+    if job.train.compile:
+        compile_encoders(task, job.train.compile_mode, job.train.compile_backend)
     opt = torch.optim.AdamW([p for p in task.parameters() if p.requires_grad], lr=job.train.lr,
                             fused=device.type == "cuda")
     inputs = _inputs(objective, batch, device)
@@ -65,15 +73,17 @@ def bare_loop(job: JobSpec, objective: str, batch: dict, device: torch.device, s
         opt.zero_grad(set_to_none=True)
         task.after_step(0.5)
 
-    step()                                   # warm-up, as on the radscale side
+    t_warm = time.perf_counter()
+    step()                                   # warm-up (and compilation), as on the radscale side
     _sync(device)
+    warm_s = time.perf_counter() - t_warm
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         step()
         n += 1
     _sync(device)
     dt = time.perf_counter() - t0
-    return {"images_per_s": n * job.train.batch_size / dt, "steps": n}
+    return {"images_per_s": n * job.train.batch_size / dt, "steps": n, "warmup_s": warm_s}
 
 
 def radscale_loop(job: JobSpec, objective: str, batch: dict, device: torch.device) -> dict:
@@ -89,7 +99,8 @@ def radscale_loop(job: JobSpec, objective: str, batch: dict, device: torch.devic
         rt.device = device
         final = train_trial(job, TrialSpec("bench", job.encoders[0], 10**9, 0), 10**9, rt)
     return {"images_per_s": final["images_per_s"], "steps": final["steps"], "flops_per_sample":
-            final.get("flops_per_sample", 0.0), "budget_deviation": final["budget_deviation"]}
+            final.get("flops_per_sample", 0.0), "budget_deviation": final["budget_deviation"],
+            "startup_s": final["startup_s"]}
 
 
 def _sync(device: torch.device) -> None:
@@ -98,10 +109,12 @@ def _sync(device: torch.device) -> None:
 
 
 def run_train_bench(encoder: str = "rad-dino-tiny", objective: str = "dinov2", batch_size: int = 16,
-                    seconds: float = 10.0, device: str = "", peak_tflops: float = 0.0) -> dict:
+                    seconds: float = 10.0, device: str = "", peak_tflops: float = 0.0, compile: bool = False,
+                    compile_mode: str = "default", compile_backend: str = "inductor") -> dict:
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     precision = "bf16" if dev.type == "cuda" else "fp32"
-    job = _job(encoder, objective, batch_size, seconds, precision, dev.type == "cuda")
+    job = _job(encoder, objective, batch_size, seconds, precision, dev.type == "cuda",
+               {"compile": compile, "compile_mode": compile_mode, "compile_backend": compile_backend})
     decode = max(get_flavour(encoder).img_size, job.train.dinov2.global_size) if objective == "dinov2" \
         else get_flavour(encoder).img_size
     batch = _batches(job, objective, decode, dev)
@@ -115,7 +128,11 @@ def run_train_bench(encoder: str = "rad-dino-tiny", objective: str = "dinov2", b
            "threads": torch.get_num_threads(), "batch_size": batch_size, "precision": precision,
            "flops_per_sample": flops, "radscale_images_per_s": ours["images_per_s"],
            "bare_images_per_s": bare["images_per_s"], "ratio": ours["images_per_s"] / bare["images_per_s"],
-           "radscale_budget_deviation": ours["budget_deviation"]}
+           "radscale_budget_deviation": ours["budget_deviation"], "compile": compile}
+    if compile:
+        # The bare side compiles first; the radscale side then reuses Dynamo's and Inductor's caches.
+        out.update(compile_mode=compile_mode, compile_backend=compile_backend, bare_warmup_s=bare["warmup_s"],
+                   radscale_startup_s=ours["startup_s"])
     tflops = ours["images_per_s"] * flops / 1e12
     out["radscale_tflops"] = tflops
     if peak_tflops:
@@ -133,5 +150,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--device", default="")
     p.add_argument("--peak-tflops", type=float, default=0.0)
+    p.add_argument("--compile", action="store_true", help="torch.compile the encoder blocks on both sides")
+    p.add_argument("--compile-mode", default="default", help="train.compile_mode (inductor only)",
+                   choices=get_args(TrainSpec.model_fields["compile_mode"].annotation))
+    p.add_argument("--compile-backend", default="inductor", help="train.compile_backend ('eager': debugging)")
     a = p.parse_args(argv)
-    print(json.dumps(run_train_bench(a.encoder, a.objective, a.batch_size, a.seconds, a.device, a.peak_tflops)))
+    print(json.dumps(run_train_bench(a.encoder, a.objective, a.batch_size, a.seconds, a.device, a.peak_tflops,
+                                     a.compile, a.compile_mode, a.compile_backend)))

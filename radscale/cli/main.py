@@ -144,9 +144,11 @@ def _inspect(args) -> int:
 
 
 def _bench(args, rest: list[str]) -> int:
-    if args.kind in ("train", "import"):
+    modules = {"train": "radscale.bench.train_step", "import": "radscale.bench.import_bench",
+               "extract": "radscale.orchestrate.bench_extract"}    # extract needs Ray: it lives in orchestrate
+    if args.kind in modules:
         from importlib import import_module
-        import_module("radscale.bench.train_step" if args.kind == "train" else "radscale.bench.import_bench").main(rest)
+        import_module(modules[args.kind]).main(rest)
         return 0
     import json
 
@@ -251,8 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     ic.add_argument("--allow-partial", action="store_true", help="report missing/unexpected keys instead of refusing")
     ic.set_defaults(fn=_inspect)
 
-    bn = sub.add_parser("bench", help="benchmarks (one JSON line): train | ingest | manifest | import")
-    bn.add_argument("kind", choices=["train", "ingest", "manifest", "import"])
+    bn = sub.add_parser("bench", help="benchmarks (one JSON line): train | extract | ingest | manifest | import")
+    bn.add_argument("kind", choices=["train", "extract", "ingest", "manifest", "import"])
     bn.set_defaults(fn=_bench, passthrough=True)
 
     u = sub.add_parser("ui", help="serve the MLflow UI on 127.0.0.1")

@@ -132,6 +132,13 @@ class TrainSpec(Spec):
     prefetch_batches: int = Field(2, ge=0)
     batch_wait_s: float = Field(0.25, gt=0, description="bounded wait for a batch, so the stop lands on time")
     seed_offset: int = 0
+    # torch.compile of the image encoder's blocks (train/worker.py `compile_encoders`); compile time lands in
+    # startup_s with the warm-up step, not in the budget.
+    compile: bool = Field(False, description="torch.compile the image encoder's blocks (regional, in place)")
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
+        "default", description="torch.compile mode (inductor only)")
+    compile_backend: Literal["inductor", "eager", "aot_eager"] = Field(
+        "inductor", description="torch.compile backend; 'eager' / 'aot_eager' only for debugging")
     dinov2: Dinov2Spec = Dinov2Spec()
     clip: ClipSpec = ClipSpec()
 

@@ -18,9 +18,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
 import torch
+from torch import nn
 
 from radscale.config.specs import JobSpec
 from radscale.config.trial import TrialSpec
+from radscale.errors import RadscaleError
+from radscale.models.davit import DaViTEncoder
+from radscale.models.vit import ViTEncoder
 from radscale.objectives.build import build_task
 from radscale.train.budget import BudgetClock, BudgetState
 from radscale.train.checkpoint import load_checkpoint, save_checkpoint
@@ -47,6 +51,30 @@ def _inputs(task_objective: str, batch: dict, device: torch.device) -> dict:
         return {"images": images}
     return {"images": images, "tokens": torch.as_tensor(batch["tokens"]).long().to(device),
             "labels": torch.as_tensor(batch["labels"]).to(device)}
+
+
+def compile_encoders(task: nn.Module, mode: str = "default", backend: str = "inductor") -> int:
+    """Regional torch.compile, in place, of every image encoder's repeated blocks (ViT blocks, DaViT stages) in
+    the task (student and teacher alike); returns the number of compiled blocks.
+
+    The tasks call `forward_features`, not `forward`, so compiling the encoder module itself would never run.
+    `nn.Module.compile` keeps parameters and state_dict keys (a `torch.compile(m)` wrapper would prefix them
+    with `_orig_mod.` and break checkpoint loading), and identical blocks share one compiled graph.
+    """
+    if backend not in torch._dynamo.list_backends(exclude_tags=()):
+        raise RadscaleError(f"train.compile_backend: unknown backend {backend!r}; e.g. inductor, eager, aot_eager")
+    blocks: list[nn.Module] = []
+    for m in task.modules():
+        if isinstance(m, ViTEncoder):
+            blocks += list(m.vit.blocks)
+        elif isinstance(m, DaViTEncoder):
+            blocks += list(m.davit.stages)
+    if not blocks:
+        raise RadscaleError(f"train.compile: {type(task).__name__} has no ViT or DaViT image encoder to compile")
+    options = {"mode": mode} if backend == "inductor" else {}     # modes are inductor's
+    for b in blocks:
+        b.compile(backend=backend, **options)
+    return len(blocks)
 
 
 def _carried(restore: str | None, t_start_unix: float) -> dict:
@@ -78,6 +106,8 @@ def train_trial(job: JobSpec, trial: TrialSpec, subset_size: int, runtime: Runti
             first = stream.get(timeout=1.0)
         inputs = _inputs(objective, first, runtime.device)
         flops = count_flops_per_sample(task, inputs) if runtime.device.type != "meta" else 0.0
+        if train.compile:     # after the FLOP count (eager); compiling happens in the warm-up step below
+            compile_encoders(task, train.compile_mode, train.compile_backend)
         engine, optimizer = build_engine(task, train, objective, runtime.world_size, job.hardware.use_gpu)
         state = BudgetState()
         restore = runtime.restore_dir()
@@ -131,7 +161,9 @@ def train_trial(job: JobSpec, trial: TrialSpec, subset_size: int, runtime: Runti
                                 checkpoint_every_s=train.checkpoint_every_s, subset_size=subset_size,
                                 flops_per_sample=flops)
         return run_budgeted_loop(stream=stream, clock=clock, step=step, agree=runtime.agree, report=report,
-                                 settings=settings, is_chief=runtime.rank == 0, first_step_s=warm_s,
+                                 settings=settings, is_chief=runtime.rank == 0,
+                                 # a compiling warm-up step is no estimate of a step: it would stop the loop early
+                                 first_step_s=0.0 if train.compile else warm_s,
                                  first_step_samples=warm_samples,
                                  end_requested=end_requested if runtime.rank == 0 else None)
     finally:

@@ -1,0 +1,231 @@
+"""`radscale bench extract`: radscale's frozen-feature extraction vs a bare PyTorch inference loop.
+
+Both sides run in one process on the same encoder weights (a seeded random init saved as a radscale `encoder.pt`),
+the same synthetic uint8 images of the encoder's input size, the same batch size and device, fp32:
+- radscale: `orchestrate.ingest.extract_features` — the Ray Data actor pool with `evaluate.extract.
+  FeatureExtractor` that evaluation runs — over a materialised dataset (as `eval_images` hands it over);
+- bare: `torch.inference_mode()`, the images already in memory, `forward_features` per batch, the same feature
+  vector (CLS of the last `layers` blocks ++ mean patch token; DaViT: its pooled feature ++ mean patch token, so
+  radscale additionally averages the earlier stage maps) and, with patch tokens, the same pooled float16 tokens,
+  copied to the host.
+`features_max_abs_diff` is the largest difference between the two sides' features (same image id; the columns
+both have): the check that both sides did the same work.
+
+Warm-up is excluded on both sides: the first batch. Bare: one untimed batch, then `repeats` timed full passes.
+radscale: an actor pool starts per pass (process, imports, model load), so each pass is timed from the arrival
+in the driver of its first output batch (one 64-row input block, or `batch_size` rows when larger) to the
+return of `extract_features`, over the images after that batch; the time to the first batch (the per-pass
+startup an evaluation pays) is `radscale_first_batch_s`. A few batches may be in flight when the first one
+arrives, so give `images` many blocks (the default, 2048, is 32).
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import ray
+import ray.data
+import torch
+from ray.data.extensions import ArrowTensorArray
+
+from radscale.config.specs import EvalSpec
+from radscale.errors import RadscaleError
+from radscale.evaluate.extract import pool_patch_tokens
+from radscale.models.registry import build_image_encoder, get_flavour
+from radscale.models.vit import ViTEncoder
+from radscale.orchestrate.ingest import extract_features
+from radscale.orchestrate.ray_env import init_ray
+
+CPU_ACTOR_THREADS = 2   # what extract_features gives each CPU actor; the bare loop gets the same
+BLOCK_ROWS = 64         # eval_images decodes in batches of 64: one block each, and a task's output is per block
+
+
+def synthetic_images(n: int, size: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size), dtype=np.uint8)
+
+
+def save_random_encoder(name: str, path: str | Path, seed: int = 0) -> None:
+    """A seeded random init in the format trials write for evaluation (`encoder.pt`: a plain state dict)."""
+    with torch.random.fork_rng(devices=[]):         # the caller's RNG stream is left as it was
+        torch.manual_seed(seed)
+        model = build_image_encoder(name)
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, Path(path))
+
+
+def image_dataset(images: np.ndarray) -> ray.data.Dataset:
+    """{'image_id': str, 'image': uint8 [S,S]} rows in blocks of BLOCK_ROWS, materialised like `eval_images`."""
+    tables = [pa.table({"image_id": pa.array([str(i) for i in range(s, min(s + BLOCK_ROWS, len(images)))]),
+                        "image": ArrowTensorArray.from_numpy(images[s:s + BLOCK_ROWS])})
+              for s in range(0, len(images), BLOCK_ROWS)]
+    return ray.data.from_arrow(tables).materialize()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.inference_mode()
+def bare_features(model: torch.nn.Module, images: torch.Tensor, device: torch.device, layers: int,
+                  patch_tokens: bool, max_patch_grid: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One batch, uint8 [B,S,S] on the host -> (features [B,F] float32, pooled patch tokens float16) on the host."""
+    x = images.to(device).unsqueeze(1).float() / 255.0
+    if isinstance(model, ViTEncoder):
+        depth = len(model.vit.blocks)
+        taken = tuple(range(max(0, depth - layers), depth))
+        f = model.forward_features(x, layers=taken)
+        cls = [f[f"layer{j}"] for j in taken]
+    else:
+        f = model.forward_features(x)
+        cls = [f["cls"]]
+    feats = torch.cat([c.float() for c in cls] + [f["patch"].float().mean(1)], dim=1).cpu()
+    patch = pool_patch_tokens(f["patch"].float(), max_patch_grid).to(torch.float16).cpu() if patch_tokens else None
+    return feats, patch
+
+
+def bare_loop(encoder: str, checkpoint: str, images: np.ndarray, batch_size: int, device: torch.device,
+              layers: int, patch_tokens: bool, max_patch_grid: int, repeats: int) -> dict:
+    """Median images/s over `repeats` full passes after one warm-up batch, and the features of the last pass."""
+    model = build_image_encoder(encoder)
+    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True), strict=True)
+    model = model.eval().to(device)
+    host = torch.from_numpy(images)
+    args = (device, layers, patch_tokens, max_patch_grid)
+    bare_features(model, host[:batch_size], *args)          # warm-up (allocator, kernels), untimed
+    _sync(device)
+    rates, feats = [], []
+    for _ in range(repeats):
+        feats = []
+        t0 = time.perf_counter()
+        for s in range(0, len(host), batch_size):
+            feats.append(bare_features(model, host[s:s + batch_size], *args)[0])
+        _sync(device)
+        rates.append(len(host) / (time.perf_counter() - t0))
+    return {"images_per_s": statistics.median(rates), "features": torch.cat(feats).numpy()}
+
+
+class _FirstBatchClock:
+    """Wraps the input dataset of `extract_features` to see its driver-side loop, `images.map_batches(...)
+    .iter_batches(...)`, and note when the first output batch arrives; the pipeline itself is unchanged."""
+
+    def __init__(self, ds: ray.data.Dataset):
+        self._ds = ds
+        self.first_t: float | None = None
+        self.first_rows = 0
+
+    def __getattr__(self, name: str):
+        return getattr(self._ds, name)
+
+    def map_batches(self, *args, **kwargs) -> "_Observed":
+        return _Observed(self._ds.map_batches(*args, **kwargs), self)
+
+
+class _Observed:
+    def __init__(self, ds: ray.data.Dataset, clock: _FirstBatchClock):
+        self._ds, self._clock = ds, clock
+
+    def __getattr__(self, name: str):
+        return getattr(self._ds, name)
+
+    def iter_batches(self, *args, **kwargs):
+        for batch in self._ds.iter_batches(*args, **kwargs):
+            if self._clock.first_t is None:
+                self._clock.first_t = time.perf_counter()
+                self._clock.first_rows = len(batch["image_id"])
+            yield batch
+
+
+def radscale_loop(encoder: str, checkpoint: str, images: np.ndarray, batch_size: int, actors: int,
+                  actor_gpus: float, layers: int, patch_tokens: bool, max_patch_grid: int, repeats: int) -> dict:
+    """Median images/s of `extract_features` from its first output batch to its return, over `repeats` passes."""
+    ds = image_dataset(images)
+    rates, first_s, pass_s = [], [], []
+    for _ in range(repeats):
+        clock = _FirstBatchClock(ds)
+        t0 = time.perf_counter()
+        ids, feats, _ = extract_features(clock, [(encoder, checkpoint)], batch_size, actors, actor_gpus,
+                                         n_layers=layers, max_patch_grid=max_patch_grid, patch_tokens=patch_tokens)
+        t1 = time.perf_counter()
+        if clock.first_t is None or clock.first_rows >= len(images):
+            raise RadscaleError("bench extract: no output batch after the first one (extract_features no longer "
+                                "iterates map_batches(...).iter_batches(...)?); see radscale/orchestrate/"
+                                "bench_extract.py")
+        rates.append((len(images) - clock.first_rows) / (t1 - clock.first_t))
+        first_s.append(clock.first_t - t0)
+        pass_s.append(t1 - t0)
+    order = np.argsort(np.asarray([int(i) for i in ids]))   # actor pools need not keep the input order
+    return {"images_per_s": statistics.median(rates), "first_batch_s": statistics.median(first_s),
+            "pass_s": statistics.median(pass_s), "features": feats[0][order], "ids": np.asarray(ids)[order]}
+
+
+def run_extract_bench(encoder: str = "rad-dino-tiny", batch_size: int = 64, images: int = 2048, device: str = "",
+                      actors: int = 1, repeats: int = 1, layers: int = EvalSpec().layers,
+                      patch_tokens: bool = True, max_patch_grid: int = EvalSpec().max_patch_grid) -> dict:
+    """Both sides on `images` synthetic images (see the module docstring); one flat dict of results."""
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dev.type not in ("cpu", "cuda"):
+        raise RadscaleError(f"bench extract: --device {device!r}: expected cpu or cuda")
+    if min(batch_size, images, actors, repeats, layers) < 1:
+        raise RadscaleError("bench extract: --batch-size, --images, --actors, --repeats and --layers must be >= 1")
+    if images <= max(batch_size, BLOCK_ROWS):
+        raise RadscaleError(f"bench extract: --images {images} must exceed --batch-size {batch_size} and "
+                            f"{BLOCK_ROWS} (the first batch / block of each side is warm-up)")
+    actor_gpus = min(1.0, torch.cuda.device_count() / actors) if dev.type == "cuda" else 0.0
+    pixels = synthetic_images(images, get_flavour(encoder).img_size)
+    threads = torch.get_num_threads()
+    started = not ray.is_initialized()
+    with tempfile.TemporaryDirectory(prefix="radscale-bench-extract-") as tmp:
+        ckpt = str(Path(tmp) / "encoder.pt")
+        save_random_encoder(encoder, ckpt)
+        try:
+            if dev.type == "cpu":
+                torch.set_num_threads(CPU_ACTOR_THREADS)
+            bare = bare_loop(encoder, ckpt, pixels, batch_size, dev, layers, patch_tokens, max_patch_grid, repeats)
+        finally:
+            torch.set_num_threads(threads)
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+        init_ray()
+        try:
+            ours = radscale_loop(encoder, ckpt, pixels, batch_size, actors, actor_gpus, layers, patch_tokens,
+                                 max_patch_grid, repeats)
+        finally:
+            if started:
+                ray.shutdown()
+    # Same image ids; the trailing columns both sides have (all of them for ViT; DaViT: pooled ++ mean patch).
+    width = min(ours["features"].shape[1], bare["features"].shape[1])
+    same_ids = bool(np.array_equal(ours["ids"], np.arange(images).astype(str)))
+    diff = float(np.abs(ours["features"][:, -width:] - bare["features"][:, -width:]).max()) if same_ids \
+        else float("inf")
+    return {"bench": "extract", "encoder": encoder, "device": str(dev),
+            "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+            "threads": CPU_ACTOR_THREADS if dev.type == "cpu" else threads, "precision": "fp32",
+            "batch_size": batch_size, "images": images, "actors": actors, "actor_gpus": actor_gpus,
+            "layers": layers, "patch_tokens": patch_tokens, "repeats": repeats,
+            "radscale_images_per_s": ours["images_per_s"], "bare_images_per_s": bare["images_per_s"],
+            "ratio": ours["images_per_s"] / bare["images_per_s"],
+            "radscale_first_batch_s": ours["first_batch_s"], "radscale_pass_s": ours["pass_s"],
+            "features_max_abs_diff": diff}
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="radscale bench extract",
+                                description="radscale's Ray Data extraction vs a bare PyTorch inference loop")
+    p.add_argument("--encoder", default="rad-dino-tiny")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--images", type=int, default=2048)
+    p.add_argument("--device", default="", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--actors", type=int, default=1, help="actor-pool size (eval.actors)")
+    p.add_argument("--repeats", type=int, default=1, help="timed passes per side; the median rate is reported")
+    p.add_argument("--layers", type=int, default=EvalSpec().layers, help="eval.layers")
+    p.add_argument("--no-patch-tokens", action="store_true", help="leave the pooled patch tokens out")
+    a = p.parse_args(argv)
+    print(json.dumps(run_extract_bench(a.encoder, a.batch_size, a.images, a.device, a.actors, a.repeats,
+                                       a.layers, not a.no_patch_tokens)))
