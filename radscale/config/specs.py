@@ -48,6 +48,10 @@ class DataSpec(Spec):
     decode_size: int = Field(80, ge=16, description="images are decoded to this square size before the device")
     allow_missing_images: bool = Field(False, description="false: a missing local image refuses the sweep")
     max_eval_images: int = Field(0, ge=0, description="cap per eval split (0 = all)")
+    # A cached subset is decoded once before the workers start (outside the budget): no decode task competes
+    # with the training step for cores, and epochs replay blocks instead of re-running read + decode.
+    cache_max_mb: float = Field(512.0, ge=0, description="materialise a trial's decoded subset in the object "
+                                "store when its estimated size is at most this many MB (0 = always stream)")
 
     @model_validator(mode="after")
     def _one_source(self) -> "DataSpec":

@@ -45,6 +45,12 @@ def trial_dataset(manifest: str, size: int, objective: str, decode_size: int, co
                           batch_size=32, num_cpus=TASK_CPUS)
 
 
+def decoded_subset_mb(size: int, objective: str, decode_size: int, context_length: int, n_labels: int) -> float:
+    """Estimated object-store size of a trial's decoded subset: uint8 squares (+ int64 tokens, int8 labels)."""
+    per_row = decode_size * decode_size + (8 * context_length + n_labels if objective != "dinov2" else 0)
+    return size * per_row / 2**20
+
+
 def _eval_batch(batch: dict, size: int, quarantine_dir: str) -> dict:
     if SHARD in batch:      # OOD rows without a shard (null pointer) are read from their uri
         batch = attach_image_bytes(batch)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import time
 from pathlib import Path
 
 import ray.train
@@ -21,7 +22,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from radscale.config.specs import JobSpec
 from radscale.orchestrate.cost import StopSignal
-from radscale.orchestrate.ingest import trial_dataset
+from radscale.orchestrate.ingest import decoded_subset_mb, trial_dataset
 from radscale.orchestrate.paths import SweepPaths
 from radscale.orchestrate.ray_runtime import train_loop_per_worker
 
@@ -38,6 +39,13 @@ def trial_driver(config: dict, job: dict, trials: dict, manifest: str, label_col
     ds = trial_dataset(manifest, t["size"], t["encoder"]["objective"], spec.data.decode_size,
                        train.clip.context_length, str(paths.quarantine), list(label_columns), t["seed"])
     limits = ExecutionOptions(resource_limits=ExecutionResources(cpu=hw.data_cpus))
+    cache_s = 0.0
+    if decoded_subset_mb(t["size"], t["encoder"]["objective"], spec.data.decode_size, train.clip.context_length,
+                         len(label_columns)) <= spec.data.cache_max_mb:
+        t0 = time.monotonic()
+        DataContext.get_current().execution_options.resource_limits = limits.resource_limits   # as in training
+        ds = ds.materialize()         # decoded once, before the workers start: not training, not the budget
+        cache_s = time.monotonic() - t0
     resources = {"CPU": hw.cpus_per_worker}
     if hw.use_gpu:
         resources["GPU"] = hw.gpus_per_worker or 1
@@ -65,7 +73,8 @@ def trial_driver(config: dict, job: dict, trials: dict, manifest: str, label_col
         write_trial_stopped(paths, config["trial_id"], result.metrics, StopSignal(stop_file).reason() or "",
                             result.checkpoint)
     else:
-        write_trial_result(paths, config["trial_id"], t, result.metrics, result.checkpoint)
+        write_trial_result(paths, config["trial_id"], t, {**result.metrics, "data_cache_s": cache_s},
+                           result.checkpoint)
 
 
 def _write_json(path: Path, payload: dict) -> None:

@@ -87,6 +87,7 @@ def test_report_results_and_budget(sweep):
         # The stop lands within one step (+ the bounded wait for data) of the budget, whatever the load.
         assert abs(res["train_s"] - 4.0) <= res["max_step_s"] + 0.25 + 1e-6, (tid, res)
         assert res["epochs"] == pytest.approx(res["samples_seen"] / int(tid.split(".n")[1].split(".")[0]))
+        assert res["data_cache_s"] > 0       # demo-sized subsets are decoded once, before training
 
 
 def test_every_evaluation_family_per_trial_and_domain(sweep):

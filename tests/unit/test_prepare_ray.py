@@ -122,3 +122,19 @@ def test_sweep_trains_and_evaluates_from_the_shards(prepared, tmp_path):
     eval_ids = pq.read_table(data.eval_rows).column("eval_id").to_pylist()
     assert sorted(r["image_id"] for r in images) == sorted(eval_ids) and len(eval_ids) == int(
         pc.sum(pc.not_equal(table.column("split"), "pretrain")).as_py())
+
+
+def test_demo_subsets_are_cached_and_paper_subsets_stream():
+    """data.cache_max_mb: the demo's decoded subsets fit (decoded once, before training); the paper's do not."""
+    from radscale.config.load import load_job
+    from radscale.orchestrate.ingest import decoded_subset_mb
+
+    root = Path(__file__).resolve().parents[2] / "jobs"
+    demo, paper = load_job(root / "demo.toml"), load_job(root / "paper.toml")
+    assert decoded_subset_mb(1000, "dinov2", 80, 77, 30) == pytest.approx(1000 * 80 * 80 / 2**20)
+    assert decoded_subset_mb(1000, "clip", 80, 77, 30) == pytest.approx(1000 * (6400 + 616 + 30) / 2**20)
+    for job, cached in ((demo, True), (paper, False)):
+        for enc in job.encoders:
+            for n in job.sizes:
+                mb = decoded_subset_mb(n, enc.objective, job.data.decode_size, job.train.clip.context_length, 30)
+                assert (mb <= job.data.cache_max_mb) is cached, (enc.name, n, mb)
