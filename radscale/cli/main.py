@@ -144,21 +144,12 @@ def _inspect(args) -> int:
 
 
 def _bench(args, rest: list[str]) -> int:
-    modules = {"train": "radscale.bench.train_step", "import": "radscale.bench.import_bench",
-               "extract": "radscale.orchestrate.bench_extract"}    # extract needs Ray: it lives in orchestrate
-    if args.kind in modules:
-        from importlib import import_module
-        import_module(modules[args.kind]).main(rest)
-        return 0
-    import json
+    from importlib import import_module
 
-    from radscale.bench import run_bench
-    opts = {}
-    for item in rest:
-        k, _, v = item.lstrip("-").partition("=")
-        opts[k.replace("-", "_")] = v
-    print(json.dumps(run_bench(args.kind, **opts)))
-    return 0
+    modules = {"train": "radscale.bench.train_step", "import": "radscale.bench.import_bench",
+               "manifest": "radscale.bench.manifest", "ingest": "radscale.bench.ingest",
+               "extract": "radscale.orchestrate.bench_extract"}    # extract needs Ray: it lives in orchestrate
+    return import_module(modules[args.kind]).main(rest) or 0
 
 
 def _ui(args) -> int:
@@ -253,7 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     ic.add_argument("--allow-partial", action="store_true", help="report missing/unexpected keys instead of refusing")
     ic.set_defaults(fn=_inspect)
 
-    bn = sub.add_parser("bench", help="benchmarks (one JSON line): train | extract | ingest | manifest | import")
+    # add_help=False: `radscale bench KIND --help` reaches the benchmark's own options
+    bn = sub.add_parser("bench", add_help=False,
+                        help="benchmarks (one JSON line): train | extract | ingest | manifest | import")
     bn.add_argument("kind", choices=["train", "extract", "ingest", "manifest", "import"])
     bn.set_defaults(fn=_bench, passthrough=True)
 

@@ -62,3 +62,14 @@ def test_plan_prints_projected_cost_before_anything_runs(tmp_path):
     assert "18 trials (15 trained, 3 size-0 baselines)" in out.stdout
     # 24 h budget + 300 s assumed startup, 8 workers at $6.9/h: the per-trial cost is printed exactly.
     assert f"{6.9 * 8 * (86400 + 300) / 3600:.2f}" in out.stdout
+
+
+def test_bench_options_reach_the_benchmark():
+    """`radscale bench KIND` passes its options (and --help) through to that benchmark's own parser."""
+    import json
+
+    out = _run("bench", "manifest", "--rows", "3000")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1])["rows"] == 3000
+    helped = _run("bench", "ingest", "--help")
+    assert helped.returncode == 0 and "--decode-size" in helped.stdout
