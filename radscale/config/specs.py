@@ -276,6 +276,11 @@ class JobSpec(Spec):
             raise ValueError("sizes must be positive image counts")
         if list(self.sizes) != sorted(set(self.sizes)):
             raise ValueError("sizes must be strictly increasing")
+        if self.train.batch_size < 2 and self.train.dinov2.koleo_weight > 0 and \
+                any(e.objective == "dinov2" for e in self.encoders):
+            # KoLeo is a nearest-neighbour estimate within each rank's batch; it would fail at the first step.
+            raise ValueError("train.batch_size must be >= 2 per worker for the DINOv2 objective's KoLeo term "
+                             "(or set train.dinov2.koleo_weight = 0)")
         keys = [e.key for e in self.encoders]
         if len(set(keys)) != len(keys):
             raise ValueError(f"duplicate encoder/objective pair in encoders: {keys}")

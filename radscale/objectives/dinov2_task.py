@@ -109,7 +109,7 @@ class DINOv2Task(nn.Module):
         dino = dino_loss(s_logits, t_cls_probs.view(2, b, -1), s.student_temp)
         s_patch = self.student.head(st["patch"][masks])
         ibot = ibot_patch_loss_masked(s_patch, t_patch_probs, masked_token_weights(masks), n_img, s.student_temp)
-        koleo = sum(koleo_loss(c) for c in st["cls"].chunk(2))
+        koleo = sum(koleo_loss(c) for c in st["cls"].chunk(2)) if s.koleo_weight else dino.new_zeros(())
         loss = dino + s.ibot_weight * ibot + s.koleo_weight * koleo
         metrics = {"loss": loss.detach(), "dino_loss": dino.detach(), "ibot_loss": ibot.detach(),
                    "koleo_loss": koleo.detach(), "teacher_temp": temp}

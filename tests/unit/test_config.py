@@ -46,6 +46,7 @@ def test_overrides_apply_and_do_not_mutate():
     ("sizes=[400, 150]", "strictly increasing"),
     ("data.splits.test=0.5", "sum to 1"),
     ("train.zero_stage=3", "train.zero_stage"),
+    ("train.batch_size=1", "KoLeo"),
 ])
 def test_bad_values_are_refused_in_one_line(override, fragment):
     with pytest.raises(RadscaleError) as err:
