@@ -1,4 +1,5 @@
-"""Loaders for the public reference data with published scaling fits (shared/reference/scaling, see SOURCES.txt).
+"""Loaders for the public reference data with published scaling fits (copied into tests/data/reference/scaling;
+provenance in SOURCES.txt there).
 
 Used by the validation tests: the fitters must reproduce Epoch AI's Chinchilla replication and Cherti et al.'s
 OpenCLIP fits from these files before we trust them on our own curves.
