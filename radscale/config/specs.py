@@ -74,12 +74,12 @@ class BudgetSpec(Spec):
     """The equal budget per trial. mode 'seconds' (the paper) counts training-loop wall clock incl. stalls."""
     mode: Literal["seconds", "samples", "gpu_hours", "flops"] = "seconds"
     value: float = Field(gt=0)
-    stop_check_every: int = Field(1, ge=1, description="steps between collective stop checks")
 
 
 class Dinov2Spec(Spec):
     """DINOv2 / RAD-DINO step (facebookresearch/dinov2 defaults unless noted)."""
-    global_crops: int = Field(2, ge=2, le=2)
+    global_crops: int = Field(2, ge=2, le=2, description="fixed at 2, as DINOv2: the teacher sees both, each "
+                              "student global is matched with the other view; recorded with the run")
     local_crops: int = Field(8, ge=0)
     global_size: int = 224
     local_size: int = 98
