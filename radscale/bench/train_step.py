@@ -2,7 +2,7 @@
 
 Both sides run the *same* task module (model + loss + on-device augmentation) on the same synthetic uint8
 batches for the same wall-clock seconds after a warm-up step; the radscale side goes through DeepSpeed and the
-budgeted loop (collectives, schedules, reporting), the bare side is `loss.backward(); opt.step()`. The ratio of
+budgeted loop (collectives, schedules, reporting), the bare side is `loss.backward(); clip; opt.step()`. The ratio of
 images/s is the overhead of radscale's machinery. FLOPs per sample are counted once with FlopCounterMode.
 `compile=True` compiles the image encoder's blocks on both sides alike (`train.worker.compile_encoders`, as
 `train.compile` does); compilation happens in the warm-up step, outside the timed part on both sides.
@@ -60,8 +60,8 @@ def bare_loop(job: JobSpec, objective: str, batch: dict, device: torch.device, s
     task = build_task(job.encoders[0], job.train, 0).to(device)
     if job.train.compile:
         compile_encoders(task, job.train.compile_mode, job.train.compile_backend)
-    opt = torch.optim.AdamW([p for p in task.parameters() if p.requires_grad], lr=job.train.lr,
-                            fused=device.type == "cuda")
+    params = [p for p in task.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=job.train.lr, fused=device.type == "cuda")
     inputs = _inputs(objective, batch, device)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=job.train.precision == "bf16")
 
@@ -69,6 +69,7 @@ def bare_loop(job: JobSpec, objective: str, batch: dict, device: torch.device, s
         with amp:
             loss, _ = task(**inputs, progress=0.5)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, job.train.grad_clip)     # the recipe clips; DeepSpeed does too
         opt.step()
         opt.zero_grad(set_to_none=True)
         task.after_step(0.5)
