@@ -51,7 +51,7 @@ def _report(args) -> int:
 
     import pandas as pd
 
-    from radscale.config.specs import JobSpec
+    from radscale.config.load import validate_job
     from radscale.data.sweep_data import SweepData
     from radscale.orchestrate.paths import SweepPaths
     from radscale.report.build import build_report
@@ -59,7 +59,7 @@ def _report(args) -> int:
     root = Path(args.sweep_dir)
     if not (root / "results.parquet").exists():
         raise RadscaleError(f"{root}: no results.parquet (run `radscale sweep` first)")
-    job = JobSpec.model_validate_json((root / "job.json").read_text())
+    job = validate_job(json.loads((root / "job.json").read_text()), str(root / "job.json"))   # one-line errors
     meta = json.loads((root / "data" / "data.json").read_text())
     data = SweepData(str(root / "data/manifest.parquet"), str(root / "data/eval.parquet"), meta["pool_size"],
                      tuple(meta["labels"]), tuple(meta["domains"]), meta["sources"])

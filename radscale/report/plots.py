@@ -16,9 +16,11 @@ _PNG_META = {"Software": None, "Creation Time": None}
 
 
 def _save(fig, out: Path) -> Path:
-    fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, metadata=_PNG_META if out.suffix == ".png" else None)
+    # Log axes transform capped extrapolations (up to ~1e300) through exp(): overflow there is harmless.
+    with np.errstate(over="ignore"):
+        fig.tight_layout()
+        fig.savefig(out, metadata=_PNG_META if out.suffix == ".png" else None)
     plt.close(fig)
     return out
 

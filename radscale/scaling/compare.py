@@ -39,7 +39,7 @@ def _require_paired(fit_a: ScalingFit, fit_b: ScalingFit, where: str) -> None:
 
 
 def _ratio(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         return np.where(np.isinf(x) & np.isinf(y), np.nan, x / y)  # inf/inf: both unreachable, no ratio
 
 

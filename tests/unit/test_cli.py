@@ -73,3 +73,14 @@ def test_bench_options_reach_the_benchmark():
     assert json.loads(out.stdout.strip().splitlines()[-1])["rows"] == 3000
     helped = _run("bench", "ingest", "--help")
     assert helped.returncode == 0 and "--decode-size" in helped.stdout
+
+
+def test_report_of_a_sweep_with_a_bad_job_json_is_one_line(tmp_path):
+    import pandas as pd
+
+    pd.DataFrame({"trial_id": ["x"]}).to_parquet(tmp_path / "results.parquet")
+    (tmp_path / "job.json").write_text('{"sweep": {"name": "s"}, "encoders": [{"name": "mi2-tiny", "objective": '
+                                       '"clip"}], "sizes": [1], "budget": {"value": 1, "old": 1}}')
+    out = _run("report", str(tmp_path))
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [f"radscale: error: {tmp_path / 'job.json'}: budget.old: unknown key"]
