@@ -1,15 +1,17 @@
-"""Evaluation phase: frozen features via a Ray Data actor pool, every probe family in the driver, one table per
-trial (evaluate/suite.py: linear and attention probes, segmentation, report generation)."""
+"""Evaluation phase: frozen features via a Ray Data actor pool, then every probe family (evaluate/suite.py: linear
+and attention probes, segmentation, report generation) as one Ray task per encoder on CPU (in the driver when
+it has a GPU), one table per trial."""
 from __future__ import annotations
 
 import json
 import logging
 from itertools import groupby
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
+import ray
 import torch
 
 from radscale.config.specs import EvalSpec, JobSpec
@@ -18,7 +20,7 @@ from radscale.data.masks import load_square_masks
 from radscale.data.sweep_data import SweepData
 from radscale.data.vocab import Vocabulary
 from radscale.errors import RadscaleError
-from radscale.evaluate.suite import SegMasks, evaluate_encoder, known_masks, needs_patch_tokens
+from radscale.evaluate.suite import SegMasks, SuiteResult, evaluate_encoder, known_masks, needs_patch_tokens
 from radscale.models.registry import get_flavour
 from radscale.orchestrate.ingest import eval_images, extract_features
 from radscale.orchestrate.paths import SweepPaths
@@ -47,6 +49,22 @@ def _masks(meta: pd.DataFrame, size: int, spec: EvalSpec) -> SegMasks | None:
     return SegMasks(masks, known_masks(meta, failed))
 
 
+def _run_suites(inputs: list[tuple[np.ndarray, np.ndarray | None]], meta: pd.DataFrame, spec: EvalSpec,
+                vocabulary: Vocabulary, masks: SegMasks | None, device: str) -> Iterator[SuiteResult]:
+    """The probe suites of one extraction pass, in order. On CPU each encoder's suite is a Ray task of
+    `probe_threads` CPUs, so the suites run side by side on the cluster's cores (one at a time left a core of a
+    2-core machine idle); with a GPU in the driver they run there, one after another."""
+    if device != "cpu":
+        for f, p in inputs:
+            yield evaluate_encoder(f, p, meta, spec, vocabulary, masks, device)
+        return
+    suite = ray.remote(evaluate_encoder).options(num_cpus=max(1, spec.probe_threads))
+    shared = [ray.put(x) for x in (meta, spec, vocabulary, masks)]
+    futures = [suite.remote(f, p, shared[0], shared[1], shared[2], shared[3], device) for f, p in inputs]
+    for future in futures:
+        yield ray.get(future)
+
+
 def evaluate_trials(job: JobSpec, trials: list[TrialSpec], data: SweepData, paths: SweepPaths,
                     vocabulary: Vocabulary, on_done: Callable[[TrialSpec, pd.DataFrame], None]) -> None:
     """Trials sharing an input size share one decode, one mask load and one extraction pass
@@ -73,9 +91,8 @@ def evaluate_trials(job: JobSpec, trials: list[TrialSpec], data: SweepData, path
             meta = meta_all[kept].reset_index(drop=True)
             rows = pos.loc[meta["eval_id"]].to_numpy()
             masks = None if masks_all is None else SegMasks(masks_all.masks[kept], masks_all.known[kept])
-            for t, f, p in zip(chunk, feats, patches):
-                res = evaluate_encoder(f[rows], None if p is None else p[rows], meta, spec, vocabulary, masks,
-                                       device)
+            inputs = [(f[rows], None if p is None else p[rows]) for f, p in zip(feats, patches)]
+            for t, res in zip(chunk, _run_suites(inputs, meta, spec, vocabulary, masks, device)):
                 log.info("%s: evaluation %s", t.trial_id, ", ".join(f"{k} {v:.1f} s" for k, v in res.seconds.items()))
                 (paths.trial_dir(t.trial_id) / SECONDS_JSON).write_text(json.dumps(res.seconds, sort_keys=True))
                 table = res.table.assign(trial_id=t.trial_id, encoder=t.encoder.name, objective=t.encoder.objective,
