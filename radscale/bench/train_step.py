@@ -96,8 +96,7 @@ def radscale_loop(job: JobSpec, objective: str, batch: dict, device: torch.devic
             yield batch
 
     with tempfile.TemporaryDirectory() as tmp:
-        rt = LocalRuntime(epochs, tmp)
-        rt.device = device
+        rt = LocalRuntime(epochs, tmp, device=device)
         final = train_trial(job, TrialSpec("bench", job.encoders[0], 10**9, 0), 10**9, rt)
     return {"images_per_s": final["images_per_s"], "steps": final["steps"], "flops_per_sample":
             final.get("flops_per_sample", 0.0), "budget_deviation": final["budget_deviation"],

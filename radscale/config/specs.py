@@ -165,6 +165,9 @@ class EvalSpec(Spec):
     batch_size: int = Field(64, ge=1)
     actors: int = Field(1, ge=1, description="actor-pool size for frozen-feature extraction")
     actor_gpus: float = Field(0.0, ge=0)
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="extraction on GPU actors: bf16 autocast (the "
+                                                                  "inference ceiling of PERFORMANCE.md) or fp32; "
+                                                                  "CPU actors always run fp32")
     models_per_pass: int = Field(8, ge=1, description="encoders extracted together in one pass over the images")
     probe_c_grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
     min_positives: int = Field(5, ge=1, description="labels with fewer test positives are skipped (logged)")

@@ -82,7 +82,9 @@ class FeatureExtractor:
     """
 
     def __init__(self, models: list[tuple[str, str]], device: str = "cpu", threads: int = 0, *, n_layers: int = 4,
-                 max_patch_grid: int = 16, patch_tokens: bool = True):
+                 max_patch_grid: int = 16, patch_tokens: bool = True, precision: str = "fp32"):
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"FeatureExtractor: precision={precision!r}: expected fp32 or bf16")
         if threads:
             torch.set_num_threads(threads)
         if n_layers < 1 or max_patch_grid < 1:
@@ -90,6 +92,8 @@ class FeatureExtractor:
         self.device = torch.device(device)
         self.models = [load_frozen_encoder(name, ckpt, self.device) for name, ckpt in models]
         self.n_layers, self.max_grid, self.patch_tokens = n_layers, max_patch_grid, patch_tokens
+        # bf16 autocast on a GPU only (eval.precision); CPU actors stay fp32, like train.precision.
+        self.bf16 = precision == "bf16" and self.device.type == "cuda"
         self.taps = [_StageTaps(m, n_layers) if isinstance(m, DaViTEncoder) else None for m in self.models]
 
     def _features(self, i: int, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,7 +115,8 @@ class FeatureExtractor:
         images = torch.as_tensor(np.asarray(batch["image"])).to(self.device).unsqueeze(1).float() / 255.0
         out = {"image_id": np.asarray(batch["image_id"])}
         for i in range(len(self.models)):
-            feats, patch = self._features(i, images)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.bf16):
+                feats, patch = self._features(i, images)
             out[f"features_{i}"] = feats.cpu().numpy()
             if self.patch_tokens:
                 out[f"patch_{i}"] = pool_patch_tokens(patch.float(), self.max_grid).to(torch.float16).cpu().numpy()

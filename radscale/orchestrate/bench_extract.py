@@ -11,6 +11,10 @@ the same synthetic uint8 images of the encoder's input size, the same batch size
 `features_max_abs_diff` is the largest difference between the two sides' features (same image id; the columns
 both have): the check that both sides did the same work.
 
+`--without-ray` swaps the radscale side for `FeatureExtractor` called in-process on the same batches (the actor's
+callable without Ray Data's transport): the compute path alone, for machines without ray (a bare GPU box).
+`--precision bf16` runs both sides under bf16 autocast on a GPU (`eval.precision`); features are float32 either way.
+
 Warm-up is excluded on both sides: the first batch. Bare: one untimed batch, then `repeats` timed full passes.
 radscale: an actor pool starts per pass (process, imports, model load), so each pass is timed from the arrival
 in the driver of its first output batch (one 64-row input block, or `batch_size` rows when larger) to the
@@ -26,20 +30,20 @@ import tempfile
 import time
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pyarrow as pa
-import ray
-import ray.data
 import torch
-from ray.data.extensions import ArrowTensorArray
 
 from radscale.config.specs import EvalSpec
 from radscale.errors import RadscaleError
-from radscale.evaluate.extract import pool_patch_tokens
+from radscale.evaluate.extract import FeatureExtractor, pool_patch_tokens
 from radscale.models.registry import build_image_encoder, get_flavour
 from radscale.models.vit import ViTEncoder
-from radscale.orchestrate.ingest import extract_features
-from radscale.orchestrate.ray_env import init_ray
+
+if TYPE_CHECKING:      # ray is imported where it is used: `--without-ray` runs where ray is not installed
+    import ray.data
 
 CPU_ACTOR_THREADS = 2   # what extract_features gives each CPU actor; the bare loop gets the same
 BLOCK_ROWS = 64         # eval_images decodes in batches of 64: one block each, and a task's output is per block
@@ -57,8 +61,11 @@ def save_random_encoder(name: str, path: str | Path, seed: int = 0) -> None:
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, Path(path))
 
 
-def image_dataset(images: np.ndarray) -> ray.data.Dataset:
+def image_dataset(images: np.ndarray) -> "ray.data.Dataset":
     """{'image_id': str, 'image': uint8 [S,S]} rows in blocks of BLOCK_ROWS, materialised like `eval_images`."""
+    import ray.data
+    from ray.data.extensions import ArrowTensorArray
+
     tables = [pa.table({"image_id": pa.array([str(i) for i in range(s, min(s + BLOCK_ROWS, len(images)))]),
                         "image": ArrowTensorArray.from_numpy(images[s:s + BLOCK_ROWS])})
               for s in range(0, len(images), BLOCK_ROWS)]
@@ -72,9 +79,16 @@ def _sync(device: torch.device) -> None:
 
 @torch.inference_mode()
 def bare_features(model: torch.nn.Module, images: torch.Tensor, device: torch.device, layers: int,
-                  patch_tokens: bool, max_patch_grid: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+                  patch_tokens: bool, max_patch_grid: int, bf16: bool = False
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One batch, uint8 [B,S,S] on the host -> (features [B,F] float32, pooled patch tokens float16) on the host."""
     x = images.to(device).unsqueeze(1).float() / 255.0
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+        return _bare_features(model, x, layers, patch_tokens, max_patch_grid)
+
+
+def _bare_features(model: torch.nn.Module, x: torch.Tensor, layers: int, patch_tokens: bool,
+                   max_patch_grid: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     if isinstance(model, ViTEncoder):
         depth = len(model.vit.blocks)
         taken = tuple(range(max(0, depth - layers), depth))
@@ -89,13 +103,13 @@ def bare_features(model: torch.nn.Module, images: torch.Tensor, device: torch.de
 
 
 def bare_loop(encoder: str, checkpoint: str, images: np.ndarray, batch_size: int, device: torch.device,
-              layers: int, patch_tokens: bool, max_patch_grid: int, repeats: int) -> dict:
+              layers: int, patch_tokens: bool, max_patch_grid: int, repeats: int, bf16: bool = False) -> dict:
     """Median images/s over `repeats` full passes after one warm-up batch, and the features of the last pass."""
     model = build_image_encoder(encoder)
     model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True), strict=True)
     model = model.eval().to(device)
     host = torch.from_numpy(images)
-    args = (device, layers, patch_tokens, max_patch_grid)
+    args = (device, layers, patch_tokens, max_patch_grid, bf16)
     bare_features(model, host[:batch_size], *args)          # warm-up (allocator, kernels), untimed
     _sync(device)
     rates, feats = [], []
@@ -113,7 +127,7 @@ class _FirstBatchClock:
     """Wraps the input dataset of `extract_features` to see its driver-side loop, `images.map_batches(...)
     .iter_batches(...)`, and note when the first output batch arrives; the pipeline itself is unchanged."""
 
-    def __init__(self, ds: ray.data.Dataset):
+    def __init__(self, ds: "ray.data.Dataset"):
         self._ds = ds
         self.first_t: float | None = None
         self.first_rows = 0
@@ -126,7 +140,7 @@ class _FirstBatchClock:
 
 
 class _Observed:
-    def __init__(self, ds: ray.data.Dataset, clock: _FirstBatchClock):
+    def __init__(self, ds: "ray.data.Dataset", clock: _FirstBatchClock):
         self._ds, self._clock = ds, clock
 
     def __getattr__(self, name: str):
@@ -140,16 +154,42 @@ class _Observed:
             yield batch
 
 
+def callable_loop(encoder: str, checkpoint: str, images: np.ndarray, batch_size: int, device: torch.device,
+                  layers: int, patch_tokens: bool, max_patch_grid: int, repeats: int, precision: str) -> dict:
+    """`--without-ray`: the actor's callable (`FeatureExtractor`) in-process, timed like `bare_loop` (one untimed
+    warm-up batch, then `repeats` full passes; each batch's numpy output is on the host when it returns)."""
+    fx = FeatureExtractor([(encoder, checkpoint)], device=str(device), n_layers=layers,
+                          max_patch_grid=max_patch_grid, patch_tokens=patch_tokens, precision=precision)
+    batches = [{"image_id": np.arange(s, min(s + batch_size, len(images))).astype(str),
+                "image": images[s:s + batch_size]} for s in range(0, len(images), batch_size)]
+    fx(batches[0])
+    rates, first_s, pass_s, outs = [], [], [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        outs = [fx(b) for b in batches]
+        t1 = time.perf_counter()
+        rates.append(len(images) / (t1 - t0))
+        pass_s.append(t1 - t0)
+    # No per-pass startup in-process: the model loaded once above (an actor pays it per pass).
+    return {"images_per_s": statistics.median(rates), "first_batch_s": 0.0, "pass_s": statistics.median(pass_s),
+            "features": np.concatenate([o["features_0"] for o in outs]),
+            "ids": np.concatenate([o["image_id"] for o in outs])}
+
+
 def radscale_loop(encoder: str, checkpoint: str, images: np.ndarray, batch_size: int, actors: int,
-                  actor_gpus: float, layers: int, patch_tokens: bool, max_patch_grid: int, repeats: int) -> dict:
+                  actor_gpus: float, layers: int, patch_tokens: bool, max_patch_grid: int, repeats: int,
+                  precision: str = "fp32") -> dict:
     """Median images/s of `extract_features` from its first output batch to its return, over `repeats` passes."""
+    from radscale.orchestrate.ingest import extract_features
+
     ds = image_dataset(images)
     rates, first_s, pass_s = [], [], []
     for _ in range(repeats):
         clock = _FirstBatchClock(ds)
         t0 = time.perf_counter()
         ids, feats, _ = extract_features(clock, [(encoder, checkpoint)], batch_size, actors, actor_gpus,
-                                         n_layers=layers, max_patch_grid=max_patch_grid, patch_tokens=patch_tokens)
+                                         n_layers=layers, max_patch_grid=max_patch_grid, patch_tokens=patch_tokens,
+                                         precision=precision)
         t1 = time.perf_counter()
         if clock.first_t is None or clock.first_rows >= len(images):
             raise RadscaleError("bench extract: no output batch after the first one (extract_features no longer "
@@ -165,38 +205,39 @@ def radscale_loop(encoder: str, checkpoint: str, images: np.ndarray, batch_size:
 
 def run_extract_bench(encoder: str = "rad-dino-tiny", batch_size: int = 64, images: int = 2048, device: str = "",
                       actors: int = 1, repeats: int = 1, layers: int = EvalSpec().layers,
-                      patch_tokens: bool = True, max_patch_grid: int = EvalSpec().max_patch_grid) -> dict:
+                      patch_tokens: bool = True, max_patch_grid: int = EvalSpec().max_patch_grid,
+                      precision: str = "fp32", without_ray: bool = False) -> dict:
     """Both sides on `images` synthetic images (see the module docstring); one flat dict of results."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type not in ("cpu", "cuda"):
         raise RadscaleError(f"bench extract: --device {device!r}: expected cpu or cuda")
+    if precision not in ("fp32", "bf16"):
+        raise RadscaleError(f"bench extract: --precision {precision!r}: expected fp32 or bf16")
     if min(batch_size, images, actors, repeats, layers) < 1:
         raise RadscaleError("bench extract: --batch-size, --images, --actors, --repeats and --layers must be >= 1")
     if images <= max(batch_size, BLOCK_ROWS):
         raise RadscaleError(f"bench extract: --images {images} must exceed --batch-size {batch_size} and "
                             f"{BLOCK_ROWS} (the first batch / block of each side is warm-up)")
+    bf16 = precision == "bf16" and dev.type == "cuda"       # as FeatureExtractor: CPU runs fp32
     actor_gpus = min(1.0, torch.cuda.device_count() / actors) if dev.type == "cuda" else 0.0
     pixels = synthetic_images(images, get_flavour(encoder).img_size)
     threads = torch.get_num_threads()
-    started = not ray.is_initialized()
     with tempfile.TemporaryDirectory(prefix="radscale-bench-extract-") as tmp:
         ckpt = str(Path(tmp) / "encoder.pt")
         save_random_encoder(encoder, ckpt)
         try:
             if dev.type == "cpu":
                 torch.set_num_threads(CPU_ACTOR_THREADS)
-            bare = bare_loop(encoder, ckpt, pixels, batch_size, dev, layers, patch_tokens, max_patch_grid, repeats)
+            bare = bare_loop(encoder, ckpt, pixels, batch_size, dev, layers, patch_tokens, max_patch_grid, repeats,
+                             bf16)
+            if without_ray:
+                ours = callable_loop(encoder, ckpt, pixels, batch_size, dev, layers, patch_tokens, max_patch_grid,
+                                     repeats, precision)
         finally:
             torch.set_num_threads(threads)
-        if dev.type == "cuda":
-            torch.cuda.empty_cache()
-        init_ray()
-        try:
-            ours = radscale_loop(encoder, ckpt, pixels, batch_size, actors, actor_gpus, layers, patch_tokens,
-                                 max_patch_grid, repeats)
-        finally:
-            if started:
-                ray.shutdown()
+        if not without_ray:
+            ours = _ray_side(encoder, ckpt, pixels, batch_size, dev, actors, actor_gpus, layers, patch_tokens,
+                             max_patch_grid, repeats, precision)
     # Same image ids; the trailing columns both sides have (all of them for ViT; DaViT: pooled ++ mean patch).
     width = min(ours["features"].shape[1], bare["features"].shape[1])
     same_ids = bool(np.array_equal(ours["ids"], np.arange(images).astype(str)))
@@ -204,13 +245,35 @@ def run_extract_bench(encoder: str = "rad-dino-tiny", batch_size: int = 64, imag
         else float("inf")
     return {"bench": "extract", "encoder": encoder, "device": str(dev),
             "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-            "threads": CPU_ACTOR_THREADS if dev.type == "cpu" else threads, "precision": "fp32",
-            "batch_size": batch_size, "images": images, "actors": actors, "actor_gpus": actor_gpus,
+            "radscale_path": "feature-extractor" if without_ray else "ray-data-actor-pool",
+            "threads": CPU_ACTOR_THREADS if dev.type == "cpu" else threads,
+            "precision": "bf16" if bf16 else "fp32",
+            "batch_size": batch_size, "images": images, "actors": 0 if without_ray else actors,
+            "actor_gpus": 0.0 if without_ray else actor_gpus,
             "layers": layers, "patch_tokens": patch_tokens, "repeats": repeats,
             "radscale_images_per_s": ours["images_per_s"], "bare_images_per_s": bare["images_per_s"],
             "ratio": ours["images_per_s"] / bare["images_per_s"],
             "radscale_first_batch_s": ours["first_batch_s"], "radscale_pass_s": ours["pass_s"],
             "features_max_abs_diff": diff}
+
+
+def _ray_side(encoder: str, ckpt: str, pixels: np.ndarray, batch_size: int, dev: torch.device, actors: int,
+              actor_gpus: float, layers: int, patch_tokens: bool, max_patch_grid: int, repeats: int,
+              precision: str) -> dict:
+    import ray
+
+    from radscale.orchestrate.ray_env import init_ray
+
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()         # the bare side's cache would crowd the actor's process
+    started = not ray.is_initialized()
+    init_ray()
+    try:
+        return radscale_loop(encoder, ckpt, pixels, batch_size, actors, actor_gpus, layers, patch_tokens,
+                             max_patch_grid, repeats, precision)
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -226,6 +289,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=1, help="timed passes per side; the median rate is reported")
     p.add_argument("--layers", type=int, default=EvalSpec().layers, help="eval.layers")
     p.add_argument("--no-patch-tokens", action="store_true", help="leave the pooled patch tokens out")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="eval.precision: bf16 autocast on a GPU, both sides (CPU: fp32)")
+    p.add_argument("--without-ray", action="store_true",
+                   help="radscale side = FeatureExtractor in-process (no Ray Data transport; no ray needed)")
     a = p.parse_args(argv)
     print(json.dumps(run_extract_bench(a.encoder, a.batch_size, a.images, a.device, a.actors, a.repeats,
-                                       a.layers, not a.no_patch_tokens)))
+                                       a.layers, not a.no_patch_tokens, precision=a.precision,
+                                       without_ray=a.without_ray)))

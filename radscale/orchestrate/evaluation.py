@@ -85,7 +85,7 @@ def evaluate_trials(job: JobSpec, trials: list[TrialSpec], data: SweepData, path
             ids, feats, patches = extract_features(
                 images, [(t.encoder.name, str(paths.encoder(t.trial_id))) for t in chunk], spec.batch_size,
                 spec.actors, spec.actor_gpus, n_layers=spec.layers, max_patch_grid=spec.max_patch_grid,
-                patch_tokens=patch_tokens)
+                patch_tokens=patch_tokens, precision=spec.precision)
             pos = pd.Series(np.arange(len(ids)), index=pd.Index(ids, name="eval_id"))
             kept = meta_all["eval_id"].isin(pos.index).to_numpy()            # quarantined rows drop
             meta = meta_all[kept].reset_index(drop=True)

@@ -72,7 +72,8 @@ def eval_images(rows_path: str, size: int, quarantine_dir: str, *,
 
 def extract_features(images: ray.data.Dataset, models: list[tuple[str, str]], batch_size: int,
                      actors: int, actor_gpus: float, *, n_layers: int = 4, max_patch_grid: int = 16,
-                     patch_tokens: bool = True) -> tuple[list[str], list[np.ndarray], list[np.ndarray | None]]:
+                     patch_tokens: bool = True, precision: str = "fp32"
+                     ) -> tuple[list[str], list[np.ndarray], list[np.ndarray | None]]:
     """Frozen features of several encoders in one pass through an actor pool (models loaded once per actor):
     (image ids, multi-layer features [N, F] float32 per model, pooled patch tokens [N, P, D] float16 per model or
     None); see evaluate/extract.py for the columns."""
@@ -83,7 +84,8 @@ def extract_features(images: ray.data.Dataset, models: list[tuple[str, str]], ba
                                                                           threads=0 if actor_gpus else 2,
                                                                           n_layers=n_layers,
                                                                           max_patch_grid=max_patch_grid,
-                                                                          patch_tokens=patch_tokens),
+                                                                          patch_tokens=patch_tokens,
+                                                                          precision=precision),
                              batch_size=batch_size, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
                              num_gpus=actor_gpus or None, num_cpus=1 if not actor_gpus else None)
     names = ["image_id"] + [f"{kind}_{i}" for i in range(len(models))

@@ -13,8 +13,9 @@ import torch.distributed as dist
 from radscale.train.distributed import agree_max
 
 
-def init_single_process_group() -> None:
-    """DeepSpeed wants torch.distributed; a 1-rank gloo group on loopback is the cheapest real one."""
+def init_single_process_group(backend: str = "gloo") -> None:
+    """DeepSpeed wants torch.distributed; a 1-rank group on loopback is the cheapest real one (gloo for CPU
+    tensors; NCCL for CUDA ones, whose ZeRO collectives gloo does not all implement)."""
     if dist.is_initialized():
         return
     with socket.socket() as s:
@@ -22,7 +23,7 @@ def init_single_process_group() -> None:
         port = s.getsockname()[1]
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1",
                       LOCAL_RANK="0", LOCAL_SIZE="1")
-    dist.init_process_group("gloo", rank=0, world_size=1)
+    dist.init_process_group(backend, rank=0, world_size=1)
 
 
 class LocalRuntime:
@@ -30,9 +31,9 @@ class LocalRuntime:
     world_size = 1
 
     def __init__(self, make_epoch: Callable[[int], Iterable[dict[str, Any]]], checkpoint_root: str | Path,
-                 restore: str | None = None):
-        init_single_process_group()
-        self.device = torch.device("cpu")
+                 restore: str | None = None, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        init_single_process_group("nccl" if self.device.type == "cuda" else "gloo")   # as the Ray Train worker
         self._make_epoch = make_epoch
         self.root = Path(checkpoint_root)
         self._restore = restore

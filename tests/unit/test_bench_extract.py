@@ -65,3 +65,14 @@ def test_both_sides_compute_the_same_features_per_image(ray_local, tmp_path):
 def test_too_few_images_is_one_line_error():
     with pytest.raises(RadscaleError, match="--images 64 must exceed --batch-size 16 and 64"):
         run_extract_bench(ENC, batch_size=16, images=64, device="cpu")
+
+
+def test_without_ray_times_the_actor_callable_on_the_same_work():
+    out = run_extract_bench(ENC, batch_size=16, images=96, device="cpu", without_ray=True)
+    assert (out["radscale_path"], out["actors"], out["precision"]) == ("feature-extractor", 0, "fp32")
+    assert out["radscale_images_per_s"] > 0 and out["features_max_abs_diff"] == 0.0
+
+
+def test_bad_precision_is_one_line_error():
+    with pytest.raises(RadscaleError, match="--precision 'fp16': expected fp32 or bf16"):
+        run_extract_bench(ENC, batch_size=16, images=96, device="cpu", precision="fp16")

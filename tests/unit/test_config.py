@@ -47,6 +47,7 @@ def test_overrides_apply_and_do_not_mutate():
     ("data.splits.test=0.5", "sum to 1"),
     ("train.zero_stage=3", "train.zero_stage"),
     ("train.batch_size=1", "KoLeo"),
+    ("eval.precision='fp16'", "eval.precision"),
 ])
 def test_bad_values_are_refused_in_one_line(override, fragment):
     with pytest.raises(RadscaleError) as err:

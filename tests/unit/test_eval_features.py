@@ -156,3 +156,25 @@ def test_known_masks_policy():
     assert known_masks(meta, failed=[4]).tolist() == [True, True, True, False, False]
     assert not known_masks(meta.drop(columns="mask_uri")).any()
     assert known_masks(meta.drop(columns="support_devices")).all()
+
+
+def test_precision_bf16_applies_to_gpu_actors_only(tmp_path):
+    # eval.precision: bf16 autocast is for CUDA devices; a CPU actor runs fp32 whatever the job says.
+    ckpt, _ = _checkpoint(tmp_path, "rad-dino-tiny")
+    batch = _batch()
+    fp32 = FeatureExtractor([("rad-dino-tiny", ckpt)])(batch)
+    bf16 = FeatureExtractor([("rad-dino-tiny", ckpt)], precision="bf16")
+    assert bf16.bf16 is False
+    np.testing.assert_array_equal(bf16(batch)["features_0"], fp32["features_0"])
+    with pytest.raises(ValueError, match="precision='fp16'"):
+        FeatureExtractor([("rad-dino-tiny", ckpt)], precision="fp16")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 autocast needs a CUDA device")
+def test_bf16_features_on_gpu_are_close_to_fp32(tmp_path):
+    ckpt, _ = _checkpoint(tmp_path, "rad-dino-tiny")
+    batch = _batch(n=8)
+    fp32 = FeatureExtractor([("rad-dino-tiny", ckpt)], device="cuda")(batch)["features_0"]
+    bf16 = FeatureExtractor([("rad-dino-tiny", ckpt)], device="cuda", precision="bf16")(batch)["features_0"]
+    assert bf16.dtype == np.float32
+    np.testing.assert_allclose(bf16, fp32, atol=0.1, rtol=0.05)
