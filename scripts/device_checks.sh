@@ -70,6 +70,9 @@ check extract-mi2 120 extract --encoder "$mi2" --precision bf16 --without-ray "$
 # Issue 4: the compiled DINOv2 step (target >= 45% of 797 TFLOP/s).
 check train-rad-dino-compiled 300 train --encoder "$dino" --objective dinov2 --batch-size 64 --seconds "$secs" \
     --peak-tflops "$peak" --compile "${compile[@]}" "${dev[@]}"
+# Issue 4: one GPU per trial: ZeRO-0 vs the default ZeRO-2 (nothing to partition on one rank).
+check train-mi2-clip-zero0 240 train --encoder "$mi2" --objective clip --batch-size 16 --seconds "$secs" \
+    --peak-tflops "$peak" --zero-stage 0 "${dev[@]}"
 
 echo "=== done in $(( SECONDS - start )) s" >>"$log"
 cat "$jsonl"

@@ -110,11 +110,14 @@ def _sync(device: torch.device) -> None:
 
 def run_train_bench(encoder: str = "rad-dino-tiny", objective: str = "dinov2", batch_size: int = 16,
                     seconds: float = 10.0, device: str = "", peak_tflops: float = 0.0, compile: bool = False,
-                    compile_mode: str = "default", compile_backend: str = "inductor") -> dict:
+                    compile_mode: str = "default", compile_backend: str = "inductor", zero_stage: int | None = None
+                    ) -> dict:
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     precision = "bf16" if dev.type == "cuda" else "fp32"
-    job = _job(encoder, objective, batch_size, seconds, precision, dev.type == "cuda",
-               {"compile": compile, "compile_mode": compile_mode, "compile_backend": compile_backend})
+    opts = {"compile": compile, "compile_mode": compile_mode, "compile_backend": compile_backend}
+    if zero_stage is not None:
+        opts["zero_stage"] = zero_stage
+    job = _job(encoder, objective, batch_size, seconds, precision, dev.type == "cuda", opts)
     decode = max(get_flavour(encoder).img_size, job.train.dinov2.global_size) if objective == "dinov2" \
         else get_flavour(encoder).img_size
     batch = _batches(job, objective, decode, dev)
@@ -134,7 +137,8 @@ def run_train_bench(encoder: str = "rad-dino-tiny", objective: str = "dinov2", b
            "threads": torch.get_num_threads(), "batch_size": batch_size, "precision": precision,
            "flops_per_sample": flops, "radscale_images_per_s": ours["images_per_s"],
            "bare_images_per_s": bare["images_per_s"], "ratio": ours["images_per_s"] / bare["images_per_s"],
-           "radscale_budget_deviation": ours["budget_deviation"], "radscale_seconds": ours_s, "compile": compile}
+           "radscale_budget_deviation": ours["budget_deviation"], "radscale_seconds": ours_s,
+           "zero_stage": job.train.zero_stage, "compile": compile}
     if compile:
         # The bare side compiles first; the radscale side then reuses Dynamo's and Inductor's caches.
         out.update(compile_mode=compile_mode, compile_backend=compile_backend, bare_warmup_s=bare["warmup_s"],
@@ -160,6 +164,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--compile-mode", default="default", help="train.compile_mode (inductor only)",
                    choices=get_args(TrainSpec.model_fields["compile_mode"].annotation))
     p.add_argument("--compile-backend", default="inductor", help="train.compile_backend ('eager': debugging)")
+    p.add_argument("--zero-stage", type=int, default=None, choices=(0, 1, 2),
+                   help="train.zero_stage of the radscale side (default: the config default)")
     a = p.parse_args(argv)
     print(json.dumps(run_train_bench(a.encoder, a.objective, a.batch_size, a.seconds, a.device, a.peak_tflops,
-                                     a.compile, a.compile_mode, a.compile_backend)))
+                                     a.compile, a.compile_mode, a.compile_backend, a.zero_stage)))
