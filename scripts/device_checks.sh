@@ -50,7 +50,7 @@ check() {   # check NAME TIMEOUT_S ARGS... : one `radscale bench` run; its JSON 
 }
 
 if [ "$smoke" = 1 ]; then
-    dino=rad-dino-tiny mi2=mi2-tiny secs=2 peak=0 dev=(--device cpu)
+    dino=rad-dino-tiny mi2=mi2-tiny secs=1 peak=0 dev=(--device cpu)
     imgs=(--images 160 --batch-size 32) imgs_mi2=(--images 160 --batch-size 32) compile=(--compile-backend eager)
 else
     dino=rad-dino mi2=mi2 secs=15 peak=797 dev=(--device cuda)

@@ -50,7 +50,7 @@ def test_smoke_run_gives_every_check_without_ray_or_mlflow(tmp_path):
     assert train.pop("train-mi2-clip-zero0")["zero_stage"] == 0
     assert {r["zero_stage"] for r in train.values()} == {2}             # the config default, as trials use it
     for r in rows:
-        assert r["radscale_images_per_s"] > 0 and r["ratio"] > 0
+        assert r["radscale_images_per_s"] > 0 and r["ratio"] == r["radscale_images_per_s"] / r["bare_images_per_s"]
         if r["bench"] == "extract":
             assert r["radscale_path"] == "feature-extractor" and r["features_max_abs_diff"] == 0.0
 
