@@ -148,7 +148,7 @@ def _bench(args, rest: list[str]) -> int:
 
     modules = {"train": "radscale.bench.train_step", "import": "radscale.bench.import_bench",
                "manifest": "radscale.bench.manifest", "ingest": "radscale.bench.ingest",
-               "extract": "radscale.orchestrate.bench_extract"}    # extract uses Ray (but --without-ray): orchestrate
+               "extract": "radscale.orchestrate.bench_extract"}    # its default side runs Ray Data: orchestrate
     return import_module(modules[args.kind]).main(rest) or 0
 
 

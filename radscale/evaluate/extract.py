@@ -58,6 +58,11 @@ def last_layer_cls(features: np.ndarray, dim: int) -> np.ndarray:
     return features[:, -2 * dim:-dim]
 
 
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """eval.precision's rule: bf16 autocast on a GPU only; CPU extraction stays fp32, like train.precision."""
+    return precision == "bf16" and device.type == "cuda"
+
+
 class _StageTaps:
     """Forward hooks keeping the global-average output of DaViT stages (single forward pass, no model edit)."""
 
@@ -92,8 +97,7 @@ class FeatureExtractor:
         self.device = torch.device(device)
         self.models = [load_frozen_encoder(name, ckpt, self.device) for name, ckpt in models]
         self.n_layers, self.max_grid, self.patch_tokens = n_layers, max_patch_grid, patch_tokens
-        # bf16 autocast on a GPU only (eval.precision); CPU actors stay fp32, like train.precision.
-        self.bf16 = precision == "bf16" and self.device.type == "cuda"
+        self.bf16 = uses_bf16(precision, self.device)
         self.taps = [_StageTaps(m, n_layers) if isinstance(m, DaViTEncoder) else None for m in self.models]
 
     def _features(self, i: int, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

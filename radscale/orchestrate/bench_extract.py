@@ -29,7 +29,6 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -38,7 +37,7 @@ import torch
 
 from radscale.config.specs import EvalSpec
 from radscale.errors import RadscaleError
-from radscale.evaluate.extract import FeatureExtractor, pool_patch_tokens
+from radscale.evaluate.extract import FeatureExtractor, pool_patch_tokens, uses_bf16
 from radscale.models.registry import build_image_encoder, get_flavour
 from radscale.models.vit import ViTEncoder
 
@@ -84,19 +83,14 @@ def bare_features(model: torch.nn.Module, images: torch.Tensor, device: torch.de
     """One batch, uint8 [B,S,S] on the host -> (features [B,F] float32, pooled patch tokens float16) on the host."""
     x = images.to(device).unsqueeze(1).float() / 255.0
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
-        return _bare_features(model, x, layers, patch_tokens, max_patch_grid)
-
-
-def _bare_features(model: torch.nn.Module, x: torch.Tensor, layers: int, patch_tokens: bool,
-                   max_patch_grid: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    if isinstance(model, ViTEncoder):
-        depth = len(model.vit.blocks)
-        taken = tuple(range(max(0, depth - layers), depth))
-        f = model.forward_features(x, layers=taken)
-        cls = [f[f"layer{j}"] for j in taken]
-    else:
-        f = model.forward_features(x)
-        cls = [f["cls"]]
+        if isinstance(model, ViTEncoder):
+            depth = len(model.vit.blocks)
+            taken = tuple(range(max(0, depth - layers), depth))
+            f = model.forward_features(x, layers=taken)
+            cls = [f[f"layer{j}"] for j in taken]
+        else:
+            f = model.forward_features(x)
+            cls = [f["cls"]]
     feats = torch.cat([c.float() for c in cls] + [f["patch"].float().mean(1)], dim=1).cpu()
     patch = pool_patch_tokens(f["patch"].float(), max_patch_grid).to(torch.float16).cpu() if patch_tokens else None
     return feats, patch
@@ -163,7 +157,7 @@ def callable_loop(encoder: str, checkpoint: str, images: np.ndarray, batch_size:
     batches = [{"image_id": np.arange(s, min(s + batch_size, len(images))).astype(str),
                 "image": images[s:s + batch_size]} for s in range(0, len(images), batch_size)]
     fx(batches[0])
-    rates, first_s, pass_s, outs = [], [], [], []
+    rates, pass_s, outs = [], [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
         outs = [fx(b) for b in batches]
@@ -218,7 +212,7 @@ def run_extract_bench(encoder: str = "rad-dino-tiny", batch_size: int = 64, imag
     if images <= max(batch_size, BLOCK_ROWS):
         raise RadscaleError(f"bench extract: --images {images} must exceed --batch-size {batch_size} and "
                             f"{BLOCK_ROWS} (the first batch / block of each side is warm-up)")
-    bf16 = precision == "bf16" and dev.type == "cuda"       # as FeatureExtractor: CPU runs fp32
+    bf16 = uses_bf16(precision, dev)
     actor_gpus = min(1.0, torch.cuda.device_count() / actors) if dev.type == "cuda" else 0.0
     pixels = synthetic_images(images, get_flavour(encoder).img_size)
     threads = torch.get_num_threads()

@@ -140,6 +140,14 @@ def _counts(rows: list[dict]) -> dict:
     }
 
 
+def _recorded_params(meta: Path) -> dict | None:
+    """The parameters an earlier run recorded, or None (absent or unreadable metadata: regenerate)."""
+    try:
+        return json.loads(meta.read_text()).get("params")
+    except (OSError, ValueError):
+        return None
+
+
 def generate_phantom(out_dir: Path, n_images: int, seed: int = 0, profile: str = "default", image_size: int = 256,
                      workers: int = 1) -> Path:
     """Write (or reuse) a phantom corpus of `n_images` chest X-rays under `out_dir`; returns its manifest path.
@@ -157,12 +165,8 @@ def generate_phantom(out_dir: Path, n_images: int, seed: int = 0, profile: str =
         raise ValueError(f"generate_phantom: out_dir must be a directory path, got {out_dir!r}")
     out_dir = Path(out_dir).resolve()
     manifest, meta, partial = out_dir / "manifest.parquet", out_dir / "phantom.json", out_dir / "phantom.partial"
-    if meta.exists() and manifest.exists():
-        try:
-            if json.loads(meta.read_text()).get("params") == p.as_dict():
-                return manifest
-        except (OSError, ValueError):
-            pass  # unreadable metadata: regenerate
+    if manifest.exists() and _recorded_params(meta) == p.as_dict():
+        return manifest
     out_dir.mkdir(parents=True, exist_ok=True)
     if meta.exists() or partial.exists():  # our own earlier corpus: clear its files so none go stale
         meta.unlink(missing_ok=True)
