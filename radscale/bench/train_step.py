@@ -18,6 +18,7 @@ import torch
 
 from radscale.config.specs import JobSpec, TrainSpec
 from radscale.config.trial import TrialSpec
+from radscale.models.precision import uses_bf16
 from radscale.models.registry import get_flavour
 from radscale.objectives.build import build_task
 from radscale.train.flops import count_flops_per_sample
@@ -61,7 +62,7 @@ def bare_loop(job: JobSpec, objective: str, batch: dict, device: torch.device, s
     if job.train.compile:
         compile_encoders(task, job.train.compile_mode, job.train.compile_backend)
     params = [p for p in task.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=job.train.lr, fused=device.type == "cuda")
+    opt = torch.optim.AdamW(params, lr=job.train.lr, fused=True)          # as train.engine
     inputs = _inputs(objective, batch, device)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=job.train.precision == "bf16")
 
@@ -101,6 +102,47 @@ def radscale_loop(job: JobSpec, objective: str, batch: dict, device: torch.devic
     return {"images_per_s": final["images_per_s"], "steps": final["steps"], "flops_per_sample":
             final.get("flops_per_sample", 0.0), "budget_deviation": final["budget_deviation"],
             "startup_s": final["startup_s"]}
+
+
+def step_reads(job: JobSpec, objective: str, batch: dict, device: torch.device) -> dict:
+    """Host reads in one radscale training step (after a first one), counted by aten op (`HostReads`, any
+    device) and, on CUDA, as the synchronising calls torch's sync debug mode reports (this also sees blocking
+    host-to-device copies). The iBOT masks' host-side generator reads are not device reads and are left out."""
+    import warnings
+
+    from radscale.train.engine import build_engine
+    from radscale.train.host_reads import HostReads
+    from radscale.train.local import init_single_process_group
+    from radscale.train.worker import _inputs, train_step
+
+    init_single_process_group("nccl" if device.type == "cuda" else "gloo")
+    task = build_task(job.encoders[0], job.train, 0).to(device)
+    engine, optimizer = build_engine(task, job.train, objective, 1, device.type == "cuda",
+                                     bf16=uses_bf16(job.train.precision, device))
+    if job.train.compile:
+        compile_encoders(task, job.train.compile_mode, job.train.compile_backend)
+    inputs = _inputs(objective, batch, device)
+    train_step(engine, task, optimizer, job.train, objective, inputs, 0.5)
+    _sync(device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if device.type == "cuda":
+            torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with HostReads() as reads:
+                train_step(engine, task, optimizer, job.train, objective, inputs, 0.5)
+        finally:
+            if device.type == "cuda":
+                torch.cuda.set_sync_debug_mode("default")
+    out = {"radscale_host_reads_per_step": sum(n for c, n in reads.callers.items()
+                                               if not c.startswith("objectives/masking.py")),
+           "radscale_host_read_sites": sorted(c for c in reads.callers if not c.startswith("objectives/masking.py"))}
+    if device.type == "cuda":
+        out["radscale_cuda_syncs_per_step"] = sum("synchroniz" in str(w.message) for w in caught)
+    del engine, optimizer, task
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return out
 
 
 def _sync(device: torch.device) -> None:
@@ -143,6 +185,7 @@ def run_train_bench(encoder: str = "rad-dino-tiny", objective: str = "dinov2", b
         # The bare side compiles first; the radscale side then reuses Dynamo's and Inductor's caches.
         out.update(compile_mode=compile_mode, compile_backend=compile_backend, bare_warmup_s=bare["warmup_s"],
                    radscale_startup_s=ours["startup_s"])
+    out.update(step_reads(job, objective, batch, dev))
     tflops = ours["images_per_s"] * flops / 1e12
     out["radscale_tflops"] = tflops
     if peak_tflops:

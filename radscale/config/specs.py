@@ -130,7 +130,8 @@ class TrainSpec(Spec):
     warmup: float = Field(0.1, ge=0, lt=1, description="fraction of the budget")
     grad_clip: float = Field(3.0, gt=0)
     zero_stage: int = Field(2, ge=0, le=2, description="DeepSpeed ZeRO stage (3 needs gathered EMA; not offered)")
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 = autocast on GPU workers (float32 "
+                                               "weights and EMA teacher); CPU workers stay fp32")
     report_every_s: float = Field(2.0, gt=0)
     checkpoint_every_s: float = Field(0.0, ge=0, description="0 = only the final checkpoint")
     prefetch_batches: int = Field(2, ge=0)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from radscale.models.checkpoints import load_into, load_state
 from radscale.models.davit import DaViTEncoder
+from radscale.models.precision import uses_bf16
 from radscale.models.registry import build_image_encoder
 from radscale.models.vit import ViTEncoder
 
@@ -56,11 +57,6 @@ def pool_patch_tokens(patch: torch.Tensor, max_grid: int) -> torch.Tensor:
 def last_layer_cls(features: np.ndarray, dim: int) -> np.ndarray:
     """The last layer's CLS inside a `features_<i>` row block (its second-to-last D columns)."""
     return features[:, -2 * dim:-dim]
-
-
-def uses_bf16(precision: str, device: torch.device) -> bool:
-    """eval.precision's rule: bf16 autocast on a GPU only; CPU extraction stays fp32, like train.precision."""
-    return precision == "bf16" and device.type == "cuda"
 
 
 class _StageTaps:

@@ -15,7 +15,7 @@ from radscale.config.specs import ClipSpec
 from radscale.data import transforms as T
 from radscale.models.clip_model import TwoTowerModel
 from radscale.models.text import tokenize
-from radscale.objectives.distributed import all_gather_no_grad, rank
+from radscale.objectives.distributed import all_gather_no_grad, is_distributed, rank
 from radscale.objectives.unicl import gather_keys, positives_from_label_sets, unicl_loss
 
 
@@ -71,7 +71,8 @@ class ContrastiveTask(nn.Module):
         txt = self.model.encode_text(tokens)
         b = img.shape[0]
         if self.variant == "clip":
-            n = all_gather_no_grad(torch.tensor([b], device=img.device)).sum().item()
+            # one rank: no host round trip (a CUDA .item() would stall the step queue)
+            n = all_gather_no_grad(torch.tensor([b], device=img.device)).sum().item() if is_distributed() else b
             positives = torch.eye(int(n), dtype=torch.bool, device=img.device)
             loss = unicl_loss(img, txt, positives, self.model.logit_scale.exp().squeeze())
         else:
@@ -84,7 +85,8 @@ class ContrastiveTask(nn.Module):
             text_labels = torch.cat([torch.full_like(key, -1), key])
             g_labels, g_text_labels, g_ids = gather_keys(torch.cat([image_labels, image_labels]), text_labels,
                                                          torch.cat([ids, ids]))
-            positives = positives_from_label_sets(g_labels, g_text_labels, self.spec.positive_policy, g_ids)
+            positives = positives_from_label_sets(g_labels, g_text_labels, self.spec.positive_policy, g_ids,
+                                                  check_range=False)   # keys are in [-1, L] by construction
             loss = unicl_loss(torch.cat([img, img]), texts, positives, self.model.logit_scale.exp().squeeze())
         metrics = {"loss": loss.detach(), "logit_scale": self.model.logit_scale.detach().exp().squeeze()}
         return loss, metrics

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -16,7 +17,7 @@ from radscale.data import transforms as T
 from radscale.models.heads import DINOHead
 from radscale.objectives.centering import EMACenter, sinkhorn_knopp, teacher_temperature
 from radscale.objectives.dino import dino_loss
-from radscale.objectives.ibot import ibot_patch_loss_masked, masked_token_weights
+from radscale.objectives.ibot import ibot_patch_loss_masked
 from radscale.objectives.koleo import koleo_loss
 from radscale.objectives.masking import block_masks
 from radscale.train.schedules import cosine
@@ -58,7 +59,8 @@ class DINOv2Task(nn.Module):
 
     @torch.no_grad()
     def make_views(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """images [B,H,W] uint8 -> globals [2B,1,G,G], locals [L*B,1,l,l], iBOT masks [2B, P]."""
+        """images [B,H,W] uint8 -> globals [2B,1,G,G], locals [L*B,1,l,l], iBOT masks [2B, P], and the masked
+        tokens' flat indices [M] and iBOT weights [M] (`masks[masks]` order)."""
         s, x = self.spec, T.to_float(images)
         g = self._generator(x.device)
         globals_ = []
@@ -77,9 +79,15 @@ class DINOv2Task(nn.Module):
         gl = torch.cat(globals_)
         grid = self.student.backbone.grid(s.global_size)
         masks = block_masks(gl.shape[0], grid, s.mask_ratio, s.mask_image_fraction,
-                            generator=self._generator(torch.device("cpu"), mask=True)).to(x.device)
+                            generator=self._generator(torch.device("cpu"), mask=True))
+        # The masks are drawn on the host, so the masked tokens' indices are known there: gathering by index
+        # instead of `tokens[masks]` on the device avoids a host sync (a data-dependent shape) per use.
+        index = torch.from_numpy(np.flatnonzero(masks.numpy()))
+        counts = masks.sum(dim=1).clamp(min=1)
+        weights = (1.0 / counts.float())[index // masks.shape[1]]       # = masked_token_weights(masks), by index
+        masks, index, weights = (t.to(x.device, non_blocking=True) for t in (masks, index, weights))
         lc = torch.cat(locals_) if locals_ else gl.new_zeros((0,) + gl.shape[1:])
-        return gl, lc, masks
+        return gl, lc, masks, index, weights
 
     # --- step --------------------------------------------------------------------------------------------
     def _targets(self, logits: torch.Tensor, temp: float, center: EMACenter, n_valid=None) -> torch.Tensor:
@@ -91,14 +99,14 @@ class DINOv2Task(nn.Module):
 
     def forward(self, images: torch.Tensor, progress: float) -> tuple[torch.Tensor, dict]:
         s = self.spec
-        gl, lc, masks = self.make_views(images)
+        gl, lc, masks, index, weights = self.make_views(images)
         n_img = gl.shape[0]
         b = n_img // 2
         temp = teacher_temperature(progress, *s.teacher_temp, warmup_fraction=s.teacher_temp_warmup)
         with torch.no_grad():
             t = self.teacher.backbone.forward_features(gl)
             t_cls = self.teacher.head(t["cls"])
-            t_patch = self.teacher.head(t["patch"][masks])
+            t_patch = self.teacher.head(t["patch"].flatten(0, 1).index_select(0, index))
             t_cls_probs = self._targets(t_cls, temp, self.center)
             t_patch_probs = self._targets(t_patch, temp, self.patch_center)
         st = self.student.backbone.forward_features(gl, masks=masks)
@@ -107,8 +115,8 @@ class DINOv2Task(nn.Module):
             cls_all = torch.cat([cls_all, self.student.backbone.forward_features(lc)["cls"]])
         s_logits = self.student.head(cls_all).view(-1, b, t_cls.shape[-1])
         dino = dino_loss(s_logits, t_cls_probs.view(2, b, -1), s.student_temp)
-        s_patch = self.student.head(st["patch"][masks])
-        ibot = ibot_patch_loss_masked(s_patch, t_patch_probs, masked_token_weights(masks), n_img, s.student_temp)
+        s_patch = self.student.head(st["patch"].flatten(0, 1).index_select(0, index))
+        ibot = ibot_patch_loss_masked(s_patch, t_patch_probs, weights, n_img, s.student_temp)
         koleo = sum(koleo_loss(c) for c in st["cls"].chunk(2)) if s.koleo_weight else dino.new_zeros(())
         loss = dino + s.ibot_weight * ibot + s.koleo_weight * koleo
         metrics = {"loss": loss.detach(), "dino_loss": dino.detach(), "ibot_loss": ibot.detach(),

@@ -59,6 +59,7 @@ def positives_from_label_sets(
     text_labels: Tensor,
     policy: str,
     image_ids: Optional[Tensor] = None,
+    check_range: bool = True,
 ) -> Tensor:
     """Positives for a UniCL triplet batch under an explicit multi-label policy.
 
@@ -68,6 +69,8 @@ def positives_from_label_sets(
         policy: ``"sample_one"`` or ``"any_shared"`` (see module docstring).
         image_ids: optional [B] ids of the image behind each pair; texts made for the same image are positive
             for every copy of that image in the batch. Default: only pair i <-> text i.
+        check_range: validate text_labels' range; it reads the values on the host (a device sync per step), so
+            a caller whose labels are in range by construction (the training task) turns it off.
 
     Returns:
         [B, B] bool positives (rows images, columns texts); the diagonal is always positive.
@@ -80,7 +83,7 @@ def positives_from_label_sets(
             f"{tuple(image_labels.shape)} and {tuple(text_labels.shape)}"
         )
     n_labels = image_labels.shape[1]
-    if text_labels.numel() and (int(text_labels.min()) < -1 or int(text_labels.max()) >= n_labels):
+    if check_range and text_labels.numel() and (int(text_labels.min()) < -1 or int(text_labels.max()) >= n_labels):
         raise ValueError(f"positives_from_label_sets: text_labels must be in [-1, {n_labels - 1}]")
     b = text_labels.shape[0]
     same = torch.eye(b, dtype=torch.bool, device=text_labels.device)

@@ -37,7 +37,8 @@ import torch
 
 from radscale.config.specs import EvalSpec
 from radscale.errors import RadscaleError
-from radscale.evaluate.extract import FeatureExtractor, pool_patch_tokens, uses_bf16
+from radscale.evaluate.extract import FeatureExtractor, pool_patch_tokens
+from radscale.models.precision import uses_bf16
 from radscale.models.registry import build_image_encoder, get_flavour
 from radscale.models.vit import ViTEncoder
 

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import torch
+
 from radscale.train.budget import BudgetClock
 from radscale.train.prefetch import BatchStream
 
@@ -33,10 +35,39 @@ class LoopSettings:
     flops_per_sample: float = 0.0
 
 
+class DeviceQueue:
+    """Paces the host against a device that runs its kernels asynchronously (CUDA); no-ops elsewhere.
+
+    A step only queues work. Waiting for *all* of it every step would idle the GPU while the host prepares the
+    next step; waiting for none lets the host run several steps ahead, and the budget clock would then stop
+    late by that queue. `step_launched` waits for the step before the one just queued: the GPU always has a
+    step in hand and the clock lags it by at most one step.
+    """
+
+    def __init__(self, device: torch.device | None):
+        self.cuda = device is not None and device.type == "cuda"
+        self.device = device
+        self._previous = None
+
+    def step_launched(self) -> None:
+        if self.cuda:
+            event = torch.cuda.Event()
+            event.record()
+            if self._previous is not None:
+                self._previous.synchronize()
+            self._previous = event
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+            self._previous = None
+
+
 def run_budgeted_loop(*, stream: BatchStream, clock: BudgetClock, step: StepFn, agree: Agree,
                       report: ReportFn, settings: LoopSettings, is_chief: bool,
                       wall: Callable[[], float] = time.monotonic, first_step_s: float = 0.0,
-                      first_step_samples: int = 0, end_requested: Callable[[], bool] | None = None) -> dict:
+                      first_step_samples: int = 0, end_requested: Callable[[], bool] | None = None,
+                      device: DeviceQueue | None = None) -> dict:
     """Runs until rank 0 says the budget is spent or an end was requested; returns the final metrics (already
     reported). `end_requested` is read every iteration, so it must be cheap (poll storage elsewhere).
 
@@ -44,8 +75,13 @@ def run_budgeted_loop(*, stream: BatchStream, clock: BudgetClock, step: StepFn, 
     from the running step-time estimate, and a wait for data is bounded.
 
     `first_step_s` / `first_step_samples` (the warm-up step) seed the step-size estimate of the stop rule.
+
+    `device` paces the host against an asynchronous device (see `DeviceQueue`): steps do not synchronise
+    (their metrics stay device tensors until a report), the host runs at most one step ahead, and the loop
+    syncs fully before every clock read that is reported and around every step in the last three.
     """
     state = clock.state
+    device = device or DeviceQueue(None)
     batch = None
     step_s = first_step_s              # EMA of step duration, for the midpoint stop rule
     step_samples = first_step_samples
@@ -72,6 +108,7 @@ def run_budgeted_loop(*, stream: BatchStream, clock: BudgetClock, step: StepFn, 
             ended_early = stop >= 2.0
             break
         if do_report or do_ckpt:
+            device.sync()
             clock.sync()
             report(_metrics(clock, last_metrics, settings), bool(do_ckpt))
             clock.start()                  # resume from the synced elapsed time: the report is not training
@@ -80,9 +117,18 @@ def run_budgeted_loop(*, stream: BatchStream, clock: BudgetClock, step: StepFn, 
                 last_ckpt = last_report
         if not_ready:
             continue
+        # Within three steps of the end (the host is up to one ahead), time steps truly: drain what is queued
+        # (budget time, but no step's), then wait for this step's kernels.
+        near_end = clock.should_stop(6 * step_s, 6 * step_samples, 6 * step_samples * settings.flops_per_sample)
+        if near_end:
+            device.sync()
         t = wall()
         out = step(batch, clock.progress())
         batch = None
+        if near_end:
+            device.sync()
+        else:
+            device.step_launched()
         dt = wall() - t
         step_s = dt if step_s == 0 else 0.7 * step_s + 0.3 * dt
         max_step_s = max(max_step_s, dt)
@@ -91,6 +137,7 @@ def run_budgeted_loop(*, stream: BatchStream, clock: BudgetClock, step: StepFn, 
         state.steps += 1
         state.flops += step_samples * settings.flops_per_sample
         last_metrics = dict(out, max_step_s=max_step_s)
+    device.sync()
     clock.sync()
     final = _metrics(clock, last_metrics, settings)
     final["ended_early"] = int(ended_early)   # 1: budget not spent; the trial resumes from this checkpoint
@@ -100,7 +147,7 @@ def run_budgeted_loop(*, stream: BatchStream, clock: BudgetClock, step: StepFn, 
 
 def _metrics(clock: BudgetClock, step_metrics: dict, settings: LoopSettings) -> dict:
     s = clock.state
-    m = dict(step_metrics)
+    m = {k: float(v) for k, v in step_metrics.items()}    # device tensors of the last step: one sync per report
     m.update(steps=s.steps, samples_seen=s.samples, train_s=s.elapsed_s, stall_s=s.stall_s,
              startup_s=s.startup_s, progress=clock.progress(s.elapsed_s), budget_used=clock.used(s.elapsed_s),
              budget_deviation=clock.deviation(), restarts=s.restarts,

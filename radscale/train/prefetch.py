@@ -12,8 +12,11 @@ from typing import Any, Callable, Iterable
 
 
 class BatchStream:
-    def __init__(self, make_epoch: Callable[[int], Iterable[Any]], maxsize: int = 4):
+    def __init__(self, make_epoch: Callable[[int], Iterable[Any]], maxsize: int = 4,
+                 prepare: Callable[[Any], Any] | None = None):
+        """`prepare` runs on each batch in the thread, off the training step (e.g. pinning for a GPU)."""
         self._make_epoch = make_epoch
+        self._prepare = prepare
         self._q: queue.Queue = queue.Queue(maxsize=max(1, maxsize))
         self._stop = threading.Event()
         self._error: BaseException | None = None
@@ -29,6 +32,8 @@ class BatchStream:
                 empty = True
                 for batch in self._make_epoch(epoch):
                     empty = False
+                    if self._prepare is not None:
+                        batch = self._prepare(batch)
                     while not self._stop.is_set():
                         try:
                             self._q.put(batch, timeout=0.1)

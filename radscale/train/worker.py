@@ -24,13 +24,14 @@ from radscale.config.specs import JobSpec
 from radscale.config.trial import TrialSpec
 from radscale.errors import RadscaleError
 from radscale.models.davit import DaViTEncoder
+from radscale.models.precision import uses_bf16
 from radscale.models.vit import ViTEncoder
 from radscale.objectives.build import build_task
 from radscale.train.budget import BudgetClock, BudgetState
 from radscale.train.checkpoint import load_checkpoint, save_checkpoint
-from radscale.train.engine import apply_schedules, build_engine
+from radscale.train.engine import apply_schedules, build_engine, clip_gradients
 from radscale.train.flops import count_flops_per_sample
-from radscale.train.loop import LoopSettings, run_budgeted_loop
+from radscale.train.loop import DeviceQueue, LoopSettings, run_budgeted_loop
 from radscale.train.prefetch import BatchStream
 
 
@@ -45,12 +46,40 @@ class Runtime(Protocol):
     def restore_dir(self) -> str | None: ...
 
 
+def _pin(batch: dict) -> dict:
+    """Page-locked copies of the batch's host arrays, made in the prefetch thread, so that the step's
+    non-blocking copies are DMA transfers overlapping compute. Ray Train's `iter_torch_batches` already hands
+    over device tensors on a GPU worker; those pass through."""
+    out = dict(batch)
+    for k in ("image", "tokens", "labels"):
+        if k in out:
+            t = torch.as_tensor(out[k])
+            out[k] = t.pin_memory() if t.device.type == "cpu" else t
+    return out
+
+
 def _inputs(task_objective: str, batch: dict, device: torch.device) -> dict:
     images = torch.as_tensor(batch["image"]).to(device, non_blocking=True)
     if task_objective == "dinov2":
         return {"images": images}
-    return {"images": images, "tokens": torch.as_tensor(batch["tokens"]).long().to(device),
-            "labels": torch.as_tensor(batch["labels"]).to(device)}
+    return {"images": images, "tokens": torch.as_tensor(batch["tokens"]).to(device, non_blocking=True).long(),
+            "labels": torch.as_tensor(batch["labels"]).to(device, non_blocking=True)}
+
+
+def train_step(engine, task: nn.Module, optimizer, train, objective: str, inputs: dict, progress: float) -> dict:
+    """One optimisation step. Nothing in it reads a device value back (tests/unit/test_host_reads.py): the
+    metrics stay device tensors, which the loop converts when it reports."""
+    sched = apply_schedules(optimizer, train, objective, progress)
+    loss, metrics = engine(**inputs, progress=progress)
+    engine.backward(loss)
+    clip_gradients(task, train)
+    engine.step()
+    momentum = task.after_step(progress)
+    out = dict(metrics)
+    out.update(sched)
+    if objective == "dinov2":
+        out["teacher_momentum"] = momentum
+    return out
 
 
 def compile_encoders(task: nn.Module, mode: str = "default", backend: str = "inductor") -> int:
@@ -99,7 +128,10 @@ def train_trial(job: JobSpec, trial: TrialSpec, subset_size: int, runtime: Runti
     train = job.train
     seed = trial.seed + train.seed_offset
     task = build_task(trial.encoder, train, seed, rank=runtime.rank).to(runtime.device)
-    stream = BatchStream(runtime.epoch_batches, maxsize=max(1, train.prefetch_batches))
+    cuda = runtime.device.type == "cuda"
+    stream = BatchStream(runtime.epoch_batches, maxsize=max(1, train.prefetch_batches),
+                         prepare=_pin if cuda else None)
+    device = DeviceQueue(runtime.device)
     try:
         first = None
         while first is None:                  # the first batch is startup, not budget
@@ -108,7 +140,8 @@ def train_trial(job: JobSpec, trial: TrialSpec, subset_size: int, runtime: Runti
         flops = count_flops_per_sample(task, inputs) if runtime.device.type != "meta" else 0.0
         if train.compile:     # after the FLOP count (eager); compiling happens in the warm-up step below
             compile_encoders(task, train.compile_mode, train.compile_backend)
-        engine, optimizer = build_engine(task, train, objective, runtime.world_size, job.hardware.use_gpu)
+        engine, optimizer = build_engine(task, train, objective, runtime.world_size, job.hardware.use_gpu,
+                                         bf16=uses_bf16(train.precision, runtime.device))
         state = BudgetState()
         restore = runtime.restore_dir()
         if restore:
@@ -120,21 +153,15 @@ def train_trial(job: JobSpec, trial: TrialSpec, subset_size: int, runtime: Runti
                 "size": trial.size, "seed": trial.seed}
 
         def step(batch: dict, progress: float) -> dict:
-            sched = apply_schedules(optimizer, train, objective, progress)
-            loss, metrics = engine(**_inputs(objective, batch, runtime.device), progress=progress)
-            engine.backward(loss)
-            engine.step()
-            momentum = task.after_step(progress)
-            out = {k: float(v) for k, v in metrics.items()}
-            out.update(sched)
-            if objective == "dinov2":
-                out["teacher_momentum"] = momentum
+            out = train_step(engine, task, optimizer, train, objective, _inputs(objective, batch, runtime.device),
+                             progress)
             out["samples"] = int(batch["image"].shape[0]) * runtime.world_size
             return out
 
         # Warm-up step on the first batch: compile/allocation costs land in startup_s, not in the budget.
         t_warm = time.monotonic()
         warm = step(first, clock.progress())
+        device.sync()                         # compilation and allocation are done before the clock starts
         warm_s = time.monotonic() - t_warm
         warm_samples = warm.pop("samples")
         state.samples += warm_samples
@@ -161,7 +188,7 @@ def train_trial(job: JobSpec, trial: TrialSpec, subset_size: int, runtime: Runti
                                 checkpoint_every_s=train.checkpoint_every_s, subset_size=subset_size,
                                 flops_per_sample=flops)
         return run_budgeted_loop(stream=stream, clock=clock, step=step, agree=runtime.agree, report=report,
-                                 settings=settings, is_chief=runtime.rank == 0,
+                                 settings=settings, is_chief=runtime.rank == 0, device=device,
                                  # a compiling warm-up step is no estimate of a step: it would stop the loop early
                                  first_step_s=0.0 if train.compile else warm_s,
                                  first_step_samples=warm_samples,

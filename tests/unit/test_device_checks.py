@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts/device_checks.sh"
 CHECKS = ["train-rad-dino", "train-mi2-clip", "extract-rad-dino", "extract-mi2", "train-rad-dino-compiled",
-          "train-mi2-clip-zero0"]
+          "train-rad-dino-zero2"]
 
 BLOCKER = '''
 import sys
@@ -47,8 +47,9 @@ def test_smoke_run_gives_every_check_without_ray_or_mlflow(tmp_path):
     train = {r["check"]: r for r in rows if r["bench"] == "train"}
     assert train["train-rad-dino-compiled"]["compile"] is True and train["train-rad-dino"]["compile"] is False
     assert train["train-mi2-clip"]["encoder"] == "mi2-tiny" and train["train-mi2-clip"]["objective"] == "clip"
-    assert train.pop("train-mi2-clip-zero0")["zero_stage"] == 0
-    assert {r["zero_stage"] for r in train.values()} == {2}             # the config default, as trials use it
+    assert train.pop("train-rad-dino-zero2")["zero_stage"] == 2
+    assert {r["zero_stage"] for r in train.values()} == {0}             # one GPU per trial: nothing to partition
+    assert all(r["radscale_host_reads_per_step"] == 0 for r in train.values())
     for r in rows:
         assert r["radscale_images_per_s"] > 0 and r["ratio"] == r["radscale_images_per_s"] / r["bare_images_per_s"]
         if r["bench"] == "extract":

@@ -1,0 +1,74 @@
+"""Device-side augmentation (data/transforms.py) and the DINOv2 task's views: properties that pin the math."""
+import torch
+
+from radscale.config.specs import JobSpec
+from radscale.data import transforms as T
+from radscale.objectives.build import build_task
+from radscale.objectives.ibot import masked_token_weights
+
+
+def _imgs(b=6, s=32, seed=0):
+    return torch.rand(b, 1, s, s, generator=torch.Generator().manual_seed(seed))
+
+
+def test_full_square_crop_is_the_identity_and_flip_mirrors():
+    x = _imgs()
+    g = torch.Generator().manual_seed(1)
+    same = T.random_resized_crop(x, 32, (1.0, 1.0), g, ratio=(1.0, 1.0))
+    assert torch.allclose(same, x, atol=1e-6)
+    flipped = T.random_resized_crop(x, 32, (1.0, 1.0), g, ratio=(1.0, 1.0), flip_p=1.0)
+    assert torch.allclose(flipped, x.flip(-1), atol=1e-6)
+
+
+def test_crop_area_follows_the_scale_range():
+    # A crop of area fraction a, resized to the full size, magnifies a horizontal ramp's slope by 1/sqrt(a).
+    ramp = torch.linspace(0, 1, 64).expand(1, 1, 64, 64).repeat(200, 1, 1, 1)
+    out = T.random_resized_crop(ramp, 64, (0.25, 0.25), torch.Generator().manual_seed(0), ratio=(1.0, 1.0))
+    slope = (out[:, 0, 32, 40] - out[:, 0, 32, 24]) / 16 * 63
+    assert torch.allclose(slope, torch.full_like(slope, 0.5), atol=1e-3)       # width fraction sqrt(0.25)
+
+
+def test_blur_keeps_the_mean_and_p_zero_is_exact_identity():
+    x = _imgs()
+    g = torch.Generator().manual_seed(2)
+    assert torch.equal(T.gaussian_blur(x, 0.0, g), x)
+    y = T.gaussian_blur(x, 1.0, g, sigma=(2.0, 2.0), ref_size=32)
+    assert y.std() < 0.5 * x.std()                          # noise is smoothed
+    const = torch.full((2, 1, 16, 16), 0.3)
+    assert torch.allclose(T.gaussian_blur(const, 1.0, g), const, atol=1e-6)    # normalised kernel, reflect pad
+
+
+def test_blur_applies_per_image_with_probability_p():
+    x = _imgs(b=400, s=16)
+    y = T.gaussian_blur(x, 0.3, torch.Generator().manual_seed(3), sigma=(1.0, 2.0), ref_size=16)
+    changed = (y != x).flatten(1).any(1).float().mean()
+    assert 0.22 < changed < 0.38
+
+
+def test_brightness_contrast_solarize_erasing():
+    x = _imgs(b=50)
+    g = torch.Generator().manual_seed(4)
+    assert torch.equal(T.brightness_contrast(x, 0.0, g), x)
+    y = T.brightness_contrast(x, 1.0, g)
+    assert y.min() >= 0 and y.max() <= 1 and not torch.equal(y, x)
+    s = T.solarize(x, 1.0, g)
+    assert torch.equal(s, torch.where(x >= 0.5, 1 - x, x))
+    assert torch.equal(T.random_erasing(x, 0.0, g), x)
+    e = T.random_erasing(x, 1.0, g)
+    frac = (e != x).flatten(1).float().mean(1)
+    assert (frac > 0).all() and (frac < 0.5).all()          # one rectangle of 2-33% of the area per image
+
+
+def test_dinov2_views_gather_masked_tokens_by_host_index_in_mask_order():
+    job = JobSpec.model_validate({
+        "sweep": {"name": "v"}, "encoders": [{"name": "rad-dino-tiny", "objective": "dinov2"}], "sizes": [8],
+        "budget": {"value": 1.0}, "train": {"dinov2": {"global_size": 32, "local_size": 16, "local_crops": 3,
+                                                       "n_prototypes": 64, "head_hidden": 32, "head_bottleneck": 16}}})
+    task = build_task(job.encoders[0], job.train, 0)
+    images = torch.randint(0, 255, (4, 40, 40), dtype=torch.uint8)
+    gl, lc, masks, index, weights = task.make_views(images)
+    assert gl.shape == (8, 1, 32, 32) and lc.shape == (12, 1, 16, 16)
+    assert masks.any(1).sum() == 4                          # half of the global crops carry a mask
+    tokens = torch.randn(masks.shape + (5,))
+    assert torch.equal(tokens.flatten(0, 1).index_select(0, index), tokens[masks])
+    assert torch.equal(weights, masked_token_weights(masks))
