@@ -22,8 +22,23 @@ __all__ = [
     "all_reduce_sum",
     "is_distributed",
     "rank",
+    "set_control_group",
     "world_size",
 ]
+
+# A gloo group over the same ranks for host-side metadata (row counts, the loop's flags). On NCCL, exchanging a
+# host int means a device tensor and a `.item()`: a GPU sync per gather. Set by the Ray Train runtime on GPUs.
+_CONTROL: "dist.ProcessGroup | None" = None
+
+
+def set_control_group(group: "dist.ProcessGroup | None") -> None:
+    """Use `group` (a gloo group over all ranks) for host-side metadata; None = the default group."""
+    global _CONTROL
+    _CONTROL = group
+
+
+def control_group() -> "dist.ProcessGroup | None":
+    return _CONTROL
 
 
 def is_distributed() -> bool:
@@ -42,10 +57,11 @@ def rank() -> int:
 
 
 def _gathered_sizes(x: Tensor) -> list[int]:
-    """First-dimension size of ``x`` on every rank (one tiny collective)."""
-    local = torch.tensor([x.shape[0]], device=x.device, dtype=torch.long)
+    """First-dimension size of ``x`` on every rank (one tiny collective; host-only with a control group)."""
+    device = "cpu" if _CONTROL is not None else x.device
+    local = torch.tensor([x.shape[0]], device=device, dtype=torch.long)
     sizes = [torch.empty_like(local) for _ in range(world_size())]
-    dist.all_gather(sizes, local)
+    dist.all_gather(sizes, local, group=_CONTROL)
     return [int(s.item()) for s in sizes]
 
 

@@ -9,6 +9,7 @@ from typing import Any, Iterable
 import ray.train
 import torch
 
+from radscale.objectives.distributed import set_control_group
 from radscale.train.distributed import agree_max
 
 
@@ -21,6 +22,10 @@ class RayTrainRuntime:
         self.device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
+            if self.world_size > 1:        # every rank builds it (a collective), before any other collective
+                import torch.distributed as dist
+
+                set_control_group(dist.new_group(backend="gloo"))
         self._shard = ray.train.get_dataset_shard("train")
         self._batch_size = batch_size
         self._prefetch = prefetch_batches

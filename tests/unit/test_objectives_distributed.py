@@ -17,6 +17,7 @@ from radscale.objectives import distributed as D
 from radscale.objectives.centering import EMACenter, sinkhorn_knopp
 from radscale.objectives.clip import clip_loss
 from radscale.objectives.unicl import gather_keys, positives_from_label_sets, unicl_loss
+from radscale.train.distributed import agree_max
 
 WORLD = 2
 # Uneven per-rank sizes exercise the padded gathers and the reduced counts.
@@ -72,7 +73,15 @@ def _compute(rank: int) -> dict[str, torch.Tensor]:
     probs2 = center.teacher_probs(local["logits_step2"], 0.05)
     center.update(local["logits_step2"])
     padded = torch.cat([local["logits"], torch.full((3, K), 9.0)])
+    # Host-side metadata over a gloo control group (what GPU workers use instead of NCCL + .item()).
+    D.set_control_group(dist.new_group(backend="gloo"))
+    try:
+        control = {"gathered_ctl": D.all_gather_no_grad(local["keys"]),
+                   "agree_ctl": torch.tensor(agree_max([float(rank), 1.0 - rank, 0.5]))}
+    finally:
+        D.set_control_group(None)
     return {
+        **control,
         "sk": sinkhorn_knopp(local["logits"], 0.05),
         "sk_padded": sinkhorn_knopp(padded, 0.05, n_masked=torch.tensor(ROWS[rank])),
         "center_probs1": probs1,
@@ -146,6 +155,12 @@ def test_helpers_report_the_group(rank_outputs: list[dict[str, torch.Tensor]], s
     assert [o["world"].tolist() for o in rank_outputs] == [[2, 0], [2, 1]]
     for o in rank_outputs:
         assert torch.equal(o["gathered"], single["keys"])  # uneven sizes, rank order
+
+
+def test_control_group_carries_row_counts_and_loop_flags(rank_outputs: list, single: dict) -> None:
+    for o in rank_outputs:
+        assert torch.equal(o["gathered_ctl"], single["keys"])     # uneven sizes exchanged on the host
+        assert o["agree_ctl"].tolist() == [1.0, 1.0, 0.5]
 
 
 def test_sinkhorn_over_two_ranks_equals_concatenated_batch(rank_outputs: list, single: dict) -> None:
