@@ -36,7 +36,7 @@ def trial_dataset(manifest: str, size: int, objective: str, decode_size: int, co
     cols = ["image_id", "uri"] + ([SHARD, SHARD_ROW] if _from_shards(manifest, from_shards) else [])
     if objective != "dinov2":
         cols += ["report"] + label_columns
-    ds = ray.data.read_parquet(manifest, ray_remote_args={"num_cpus": TASK_CPUS})
+    ds = ray.data.read_parquet(manifest, num_cpus=TASK_CPUS)
     ds = ds.filter(expr=subset_filter(size)).select_columns(cols)
     ds = ds.randomize_block_order(seed=seed)
     return ds.map_batches(_train_batch, fn_kwargs=dict(objective=objective, decode_size=decode_size,
@@ -63,7 +63,7 @@ def eval_images(rows_path: str, size: int, quarantine_dir: str, *,
                 from_shards: bool | None = None) -> ray.data.Dataset:
     """Decoded eval images (materialised once, reused by every trial's extraction)."""
     cols = ["eval_id", "uri"] + ([SHARD, SHARD_ROW] if _from_shards(rows_path, from_shards) else [])
-    ds = ray.data.read_parquet(rows_path, ray_remote_args={"num_cpus": TASK_CPUS}).select_columns(cols)
+    ds = ray.data.read_parquet(rows_path, num_cpus=TASK_CPUS).select_columns(cols)
     ds = ds.rename_columns({"eval_id": "image_id"})
     ds = ds.map_batches(_eval_batch, fn_kwargs=dict(size=size, quarantine_dir=quarantine_dir), batch_size=64,
                         num_cpus=TASK_CPUS)
