@@ -45,7 +45,7 @@ def updated_center(center: Tensor, teacher_logits: Tensor, momentum: float) -> T
     """
     with torch.no_grad():
         rows = teacher_logits.detach().to(center.dtype).reshape(-1, teacher_logits.shape[-1])
-        packed = torch.cat([rows.sum(dim=0), rows.new_tensor([rows.shape[0]])])
+        packed = torch.cat([rows.sum(dim=0), rows.new_full((1,), float(rows.shape[0]))])  # no host copy
         packed = all_reduce_sum(packed)  # one collective for sum and count
         batch_mean = packed[:-1] / packed[-1].clamp(min=1.0)
         return center * momentum + batch_mean * (1.0 - momentum)
@@ -65,11 +65,18 @@ class EMACenter:
 
     def teacher_probs(self, teacher_logits: Tensor, teacher_temp: float) -> Tensor:
         """Targets for this step from the current center; does not change the center."""
+        self._follow(teacher_logits)
         return centered_teacher_probs(teacher_logits, self.center, teacher_temp)
 
     def update(self, teacher_logits: Tensor) -> None:
         """Fold this step's teacher logits into the center; takes effect from the next ``teacher_probs``."""
+        self._follow(teacher_logits)
         self.center = updated_center(self.center, teacher_logits, self.momentum)
+
+    def _follow(self, logits: Tensor) -> None:
+        # Not an nn.Module: task.to(cuda) and the DeepSpeed engine never move this buffer, so it follows the logits.
+        if self.center.device != logits.device:
+            self.center = self.center.to(logits.device)
 
     def state_dict(self) -> dict[str, Tensor | float]:
         return {"center": self.center.clone(), "momentum": self.momentum}

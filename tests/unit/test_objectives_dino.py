@@ -268,3 +268,14 @@ def test_block_masks_are_seeded_and_ordered_without_shuffle() -> None:
     assert block_masks(1, (4, 4), generator=torch.Generator()).sum() == 0  # int(1 * 0.5) = 0 masked
     with pytest.raises(ValueError, match="mask_ratio_range"):
         block_masks(2, (4, 4), (0.6, 0.2), generator=torch.Generator())
+
+
+def test_ema_center_follows_the_logits_device():
+    """EMACenter is no nn.Module (task.to(device) skips it): on a GPU its CPU center met CUDA logits and the
+    first DINOv2 step failed. The meta device stands in for CUDA here."""
+    from radscale.objectives.centering import EMACenter
+    c = EMACenter(8)
+    logits = torch.randn(4, 8, device="meta")
+    assert c.teacher_probs(logits, 0.04).device.type == "meta" and c.center.device.type == "meta"
+    c.update(logits)
+    assert c.center.device.type == "meta" and c.center.shape == (8,)
