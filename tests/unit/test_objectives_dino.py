@@ -273,7 +273,6 @@ def test_block_masks_are_seeded_and_ordered_without_shuffle() -> None:
 def test_ema_center_follows_the_logits_device():
     """EMACenter is no nn.Module (task.to(device) skips it): on a GPU its CPU center met CUDA logits and the
     first DINOv2 step failed. The meta device stands in for CUDA here."""
-    from radscale.objectives.centering import EMACenter
     c = EMACenter(8)
     logits = torch.randn(4, 8, device="meta")
     assert c.teacher_probs(logits, 0.04).device.type == "meta" and c.center.device.type == "meta"
