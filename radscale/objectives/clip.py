@@ -31,7 +31,9 @@ def clip_logits(image_features: Tensor, text_features: Tensor, logit_scale: Tens
     images = all_gather_with_grad(image_features).to(dtype)
     texts = all_gather_with_grad(text_features).to(dtype)
     scale = logit_scale.to(dtype) if isinstance(logit_scale, Tensor) else float(logit_scale)
-    return scale * images @ texts.t()
+    # Under autocast a matmul runs in bf16 whatever its inputs; the similarities are computed in fp32.
+    with torch.autocast(images.device.type, enabled=False):
+        return scale * images @ texts.t()
 
 
 def clip_loss(image_features: Tensor, text_features: Tensor, logit_scale: Tensor | float) -> Tensor:

@@ -16,6 +16,7 @@ from radscale.data import transforms as T
 from radscale.models.clip_model import TwoTowerModel
 from radscale.models.text import tokenize
 from radscale.objectives.distributed import all_gather_no_grad, is_distributed, rank
+from radscale.objectives.rng import generator_state, restore_generator
 from radscale.objectives.unicl import gather_keys, positives_from_label_sets, unicl_loss
 
 
@@ -98,11 +99,10 @@ class ContrastiveTask(nn.Module):
         return self.model.image_encoder
 
     def extra_state(self) -> dict:
-        return {"generator": self._gen.get_state() if self._gen is not None else None}
+        return {"generator": generator_state(self._gen)}
 
     def load_extra_state(self, state: dict) -> None:
-        if state.get("generator") is not None:
-            self._generator(torch.device("cpu")).set_state(state["generator"])
+        self._gen = restore_generator(state.get("generator"), self._seed)
 
     def param_groups(self, lr_decay: float = 1.0, patch_embed_mult: float = 1.0) -> list[dict]:
         decay, no_decay = [], []

@@ -20,6 +20,7 @@ from radscale.objectives.dino import dino_loss
 from radscale.objectives.ibot import ibot_patch_loss_masked
 from radscale.objectives.koleo import koleo_loss
 from radscale.objectives.masking import block_masks
+from radscale.objectives.rng import generator_state, restore_generator
 from radscale.train.schedules import cosine
 
 
@@ -85,7 +86,9 @@ class DINOv2Task(nn.Module):
         index = torch.from_numpy(np.flatnonzero(masks.numpy()))
         counts = masks.sum(dim=1).clamp(min=1)
         weights = (1.0 / counts.float())[index // masks.shape[1]]       # = masked_token_weights(masks), by index
-        masks, index, weights = (t.to(x.device, non_blocking=True) for t in (masks, index, weights))
+        pin = x.device.type == "cuda"      # a non_blocking copy from pageable memory is synchronous
+        masks, index, weights = ((t.pin_memory() if pin else t).to(x.device, non_blocking=True)
+                                 for t in (masks, index, weights))
         lc = torch.cat(locals_) if locals_ else gl.new_zeros((0,) + gl.shape[1:])
         return gl, lc, masks, index, weights
 
@@ -140,16 +143,13 @@ class DINOv2Task(nn.Module):
 
     def extra_state(self) -> dict:
         return {"center": self.center.state_dict(), "patch_center": self.patch_center.state_dict(),
-                "generator": self._gen.get_state() if self._gen is not None else None,
-                "mask_generator": self._mask_gen.get_state() if self._mask_gen is not None else None}
+                "generator": generator_state(self._gen), "mask_generator": generator_state(self._mask_gen)}
 
     def load_extra_state(self, state: dict) -> None:
         self.center.load_state_dict(state["center"])
         self.patch_center.load_state_dict(state["patch_center"])
-        if state.get("generator") is not None:
-            self._generator(torch.device("cpu")).set_state(state["generator"])
-        if state.get("mask_generator") is not None:
-            self._generator(torch.device("cpu"), mask=True).set_state(state["mask_generator"])
+        self._gen = restore_generator(state.get("generator"), self._seed)
+        self._mask_gen = restore_generator(state.get("mask_generator"), self._seed + 7919)
 
     def param_groups(self, lr_decay: float, patch_embed_mult: float) -> list[dict]:
         """Layer-wise lr decay (DINOv2: 0.9) over backbone depth, patch-embed x0.2; no wd on norms/biases."""
