@@ -97,7 +97,8 @@ def radscale_loop(job: JobSpec, objective: str, batch: dict, device: torch.devic
             yield batch
 
     with tempfile.TemporaryDirectory() as tmp:
-        rt = LocalRuntime(epochs, tmp, device=device)
+        # no final checkpoint: for the full-size MI2 that is ~9 GB written (and copied) after the timing
+        rt = LocalRuntime(epochs, tmp, device=device, saves_checkpoints=False)
         final = train_trial(job, TrialSpec("bench", job.encoders[0], 10**9, 0), 10**9, rt)
     return {"images_per_s": final["images_per_s"], "steps": final["steps"], "flops_per_sample":
             final.get("flops_per_sample", 0.0), "budget_deviation": final["budget_deviation"],

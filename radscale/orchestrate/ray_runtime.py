@@ -14,6 +14,8 @@ from radscale.train.distributed import agree_max
 
 
 class RayTrainRuntime:
+    saves_checkpoints = True
+
     def __init__(self, batch_size: int, prefetch_batches: int, seed: int):
         ctx = ray.train.get_context()
         self.rank = ctx.get_world_rank()

@@ -31,8 +31,9 @@ class LocalRuntime:
     world_size = 1
 
     def __init__(self, make_epoch: Callable[[int], Iterable[dict[str, Any]]], checkpoint_root: str | Path,
-                 restore: str | None = None, device: torch.device | str = "cpu"):
+                 restore: str | None = None, device: torch.device | str = "cpu", saves_checkpoints: bool = True):
         self.device = torch.device(device)
+        self.saves_checkpoints = saves_checkpoints
         init_single_process_group("nccl" if self.device.type == "cuda" else "gloo")   # as the Ray Train worker
         self._make_epoch = make_epoch
         self.root = Path(checkpoint_root)

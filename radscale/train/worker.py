@@ -39,6 +39,7 @@ class Runtime(Protocol):
     rank: int
     world_size: int
     device: torch.device
+    saves_checkpoints: bool     # False: reports carry no checkpoint (a benchmark; nothing to resume from)
 
     def agree(self, flags: list[float]) -> list[float]: ...
     def epoch_batches(self, epoch: int) -> Iterable[dict[str, Any]]: ...
@@ -173,7 +174,7 @@ def train_trial(job: JobSpec, trial: TrialSpec, subset_size: int, runtime: Runti
         def report(metrics: dict, with_checkpoint: bool) -> None:
             t_io = time.monotonic()
             metrics.update(carried)
-            if not with_checkpoint:
+            if not with_checkpoint or not runtime.saves_checkpoints:
                 runtime.report(metrics, None)
             else:
                 with tempfile.TemporaryDirectory(prefix="radscale-ckpt-") as tmp:

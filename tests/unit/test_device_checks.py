@@ -62,3 +62,15 @@ def test_failures_and_the_time_cap_are_reported_not_hidden(tmp_path):
     assert all(r["rc"] == 1 and r["error"] for r in rows)
     proc, rows = _run(tmp_path, DEVICE_CHECKS_MAX_S="-1")
     assert all(r["error"].startswith("skipped: past DEVICE_CHECKS_MAX_S") for r in rows)
+
+
+def test_a_check_is_cut_to_what_is_left_of_the_whole_budget(tmp_path):
+    """A hung check cannot carry the call past DEVICE_CHECKS_MAX_S: its timeout is what is left, and what follows
+    is skipped, so the device call ends inside its timeout_s."""
+    fake = tmp_path / "hang"
+    fake.write_text("#!/bin/sh\nsleep 60\n")
+    fake.chmod(0o755)
+    proc, rows = _run(tmp_path, DEVICE_CHECKS_PYTHON=str(fake), DEVICE_CHECKS_MAX_S="3", DEVICE_CHECKS_MIN_S="1")
+    assert proc.returncode == 0 and [r["check"] for r in rows] == CHECKS
+    assert rows[0]["rc"] == 124 and rows[0]["wall_s"] <= 4
+    assert all(r["error"].startswith("skipped: past DEVICE_CHECKS_MAX_S") for r in rows[1:])

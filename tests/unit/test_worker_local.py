@@ -78,3 +78,12 @@ def test_restart_resumes_weights_and_clock(tmp_path):
     w1 = torch.load(Path(ckpt) / "encoder.pt")
     w2 = torch.load(Path(second.reports[-1][1]) / "encoder.pt")
     assert any(not torch.equal(w1[k], w2[k]) for k in w1)
+
+
+def test_a_runtime_without_checkpoints_writes_none(tmp_path):
+    """The benchmark's runtime: the final report carries no checkpoint (a full-size MI2 one is ~9 GB)."""
+    job = _job("dinov2", 1.0, ckpt_every=0.2)
+    rt = LocalRuntime(_epochs("dinov2"), tmp_path, saves_checkpoints=False)
+    final = train_trial(job, TrialSpec("t", job.encoders[0], 64, 0), 64, rt)
+    assert final["steps"] >= 2 and rt.reports and all(ckpt is None for _, ckpt in rt.reports)
+    assert list(tmp_path.iterdir()) == []
