@@ -202,7 +202,12 @@ class EvalSpec(Spec):
                                                       "F1, BLEU-4, ROUGE-L); needs report text")
     report_decoder: str = Field("small", description="'small' = word-level decoder trained from scratch (CPU), or a "
                                                      "local folder with a Hugging Face causal LM + tokenizer")
-    report_epochs: int = Field(8, ge=1, description="max epochs; the lowest probe_val loss epoch is kept")
+    report_section: Literal["findings", "impression", "full"] = Field(
+        "findings", description="the report text the probe is trained on and scored against: the FINDINGS "
+                                "section (as MAIRA-2), the IMPRESSION, or the full report; a report without that "
+                                "section falls back to the other, then to the report less its history sections")
+    report_epochs: int = Field(30, ge=1, description="max epochs; the lowest probe_val loss epoch is kept (early "
+                                                     "stop after 3 without gain: ~12 on the phantom)")
     report_max_test: int = Field(50, ge=0, description="test reports generated per domain (seeded sample, the "
                                                         "same for every trial; 0 = all)")
     report_max_tokens: int = Field(64, ge=8, description="reports are trained and generated up to this many "

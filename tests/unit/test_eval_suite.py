@@ -91,3 +91,30 @@ def test_report_test_rows_are_a_seeded_sample_shared_by_trials():
     assert len(a) == 12 and np.all(np.diff(a) > 0) and set(meta.domain.iloc[a]) == {"ood"}
     assert np.array_equal(a, report_test_rows(meta, has, "ood", _spec()))
     assert len(report_test_rows(meta, has, "ood", _spec(report_max_test=0))) == 40
+
+
+def test_report_probe_trains_and_scores_on_the_chosen_section(monkeypatch):
+    import radscale.evaluate.suite as suite
+    meta, features, patch, _ = _data(2)
+    meta["report"] = ["EXAMINATION: Chest PA.\n" + r + "\n\nIMPRESSION: Stable." for r in meta["report"]]
+    seen = {}
+
+    def fit(tr_feats, tr_reports, va_feats, va_reports, *a, **kw):
+        seen["train"], seen["val"] = tr_reports, va_reports
+        return real_fit(tr_feats, tr_reports, va_feats, va_reports, *a, **kw)
+
+    def score(generator, feats, references, *a, **kw):
+        seen.setdefault("test", []).extend(references)
+        return real_score(generator, feats, references, *a, **kw)
+
+    real_fit, real_score = suite.fit_report_generator, suite.evaluate_report_generation
+    monkeypatch.setattr(suite, "fit_report_generator", fit)
+    monkeypatch.setattr(suite, "evaluate_report_generation", score)
+    spec = _spec(attention_probe=False, segmentation=False, tasks=("findings",))
+    evaluate_encoder(features, patch, meta, spec, Vocabulary())
+    texts = seen["train"] + seen["val"] + seen["test"]
+    assert texts and all(t.endswith("pleural effusion.") or "ET tube" in t for t in texts)
+    assert not any("EXAMINATION" in t or "Stable" in t for t in texts)
+    seen.clear()
+    evaluate_encoder(features, patch, meta, spec.model_copy(update={"report_section": "impression"}), Vocabulary())
+    assert set(seen["train"] + seen["test"]) == {"Stable."}

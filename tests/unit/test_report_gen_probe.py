@@ -4,7 +4,8 @@ import torch
 
 from radscale.errors import RadscaleError
 from radscale.evaluate.report_gen import (HFDecoderConfig, SmallDecoderConfig, WordVocab, beam_search,
-                                          evaluate_report_generation, fit_report_generator, prefix_inputs)
+                                          evaluate_report_generation, fit_report_generator, prefix_inputs,
+                                          report_section)
 from radscale.evaluate.text_metrics import tokenize
 
 TEMPLATES = (
@@ -137,3 +138,18 @@ def test_hugging_face_causal_lm_decoder(tmp_path, monkeypatch):
     assert all(torch.equal(v, saved[k]) for k, v in frozen.decoder.lm.state_dict().items())
     with pytest.raises(RadscaleError, match="cannot load"):
         fit_report_generator(tr, tr_r, va, va_r, decoder=HFDecoderConfig(str(tmp_path / "missing")), epochs=1)
+
+
+def test_report_section_picks_findings_or_impression_and_falls_back():
+    full = ("EXAMINATION: Chest PA.\nINDICATION: Cough.\n\nFINDINGS: Small left pleural effusion.\n\n"
+            "IMPRESSION: Effusion.")
+    assert report_section(full, "findings") == "Small left pleural effusion."
+    assert report_section(full, "impression") == "Effusion."
+    assert report_section(full, "full") == full
+    # One section missing: the other; no headers at all: the whole text; only history: nothing to generate.
+    assert report_section("INDICATION: Cough.\nIMPRESSION: Clear lungs.", "findings") == "Clear lungs."
+    assert report_section("FINDINGS: Clear lungs.", "impression") == "Clear lungs."
+    assert report_section("Heart size normal. Lungs clear.", "findings") == "Heart size normal. Lungs clear."
+    assert report_section("HISTORY: Cough.\nCOMPARISON: None.", "findings") == ""
+    with pytest.raises(RadscaleError, match="report section 'findngs'"):
+        report_section(full, "findngs")
