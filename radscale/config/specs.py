@@ -161,6 +161,9 @@ class HardwareSpec(Spec):
     max_failures: int = Field(2, ge=0, description="worker-group restarts per trial (from its last checkpoint)")
 
 
+ReportSection = Literal["findings", "impression", "full"]   # eval.report_section
+
+
 class EvalSpec(Spec):
     tasks: tuple[Literal["findings", "tubes"], ...] = ("findings", "tubes")
     batch_size: int = Field(64, ge=1)
@@ -202,7 +205,7 @@ class EvalSpec(Spec):
                                                       "F1, BLEU-4, ROUGE-L); needs report text")
     report_decoder: str = Field("small", description="'small' = word-level decoder trained from scratch (CPU), or a "
                                                      "local folder with a Hugging Face causal LM + tokenizer")
-    report_section: Literal["findings", "impression", "full"] = Field(
+    report_section: ReportSection = Field(
         "findings", description="the report text the probe is trained on and scored against: the FINDINGS "
                                 "section (as MAIRA-2), the IMPRESSION, or the full report; a report without that "
                                 "section falls back to the other, then to the report less its history sections")

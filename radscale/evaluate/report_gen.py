@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Mapping, Sequence, get_args
 
 import numpy as np
 import pandas as pd
@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from radscale.data.labels.patterns import IMPRESSION_SECTIONS, SKIPPED_SECTIONS
-from radscale.data.labels.rules import split_sections
+from radscale.config.specs import ReportSection
+from radscale.data.labels.rules import section_groups
 from radscale.data.vocab import DEFAULT_VOCABULARY, Vocabulary
 from radscale.errors import RadscaleError
 from radscale.evaluate.metrics import cluster_bootstrap
@@ -40,25 +40,20 @@ from radscale.evaluate.text_metrics import (bleu_from_stats, bleu_stats, label_f
                                             tokenize)
 
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
-REPORT_SECTIONS = ("findings", "impression", "full")
+REPORT_SECTIONS = get_args(ReportSection)
 
 
 def report_section(text: str, section: str) -> str:
-    """The part of a report the probe generates and is scored on. "findings": the FINDINGS-like sections, else
-    the IMPRESSION-like ones; "impression": the reverse; either falls back to the report less its
-    history-like sections (a report without headers: all of it). "full": the text unchanged."""
+    """The part of a report the probe generates and is scored on, grouped as the labeler groups it
+    (`section_groups`). "findings": the findings group (a report without headers: all of it), else the
+    IMPRESSION; "impression": the reverse. "full": the text unchanged."""
     if section not in REPORT_SECTIONS:
         raise RadscaleError(f"report section {section!r}: expected one of {', '.join(REPORT_SECTIONS)}")
     if section == "full":
         return text
-    parts = split_sections(text)
-    findings = [b for h, b in parts if h.startswith("findings")]
-    impression = [b for h, b in parts if h in IMPRESSION_SECTIONS]
-    rest = [b for h, b in parts if h not in SKIPPED_SECTIONS]
-    for bodies in ((findings, impression) if section == "findings" else (impression, findings)) + (rest,):
-        if bodies:
-            return "\n\n".join(b.strip() for b in bodies)
-    return ""
+    groups = section_groups(text)
+    other = "impression" if section == "findings" else "findings"
+    return groups[section] or groups[other]
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,20 @@ def split_sections(text: str) -> list[tuple[str, str]]:
     return [(name, body) for name, body in out if body.strip()]
 
 
+def section_groups(text: str) -> dict[str, str]:
+    """{"findings": ..., "impression": ...}: the IMPRESSION-like sections, and every other section that is not
+    history-like (text before the first header only when there is no FINDINGS/IMPRESSION header)."""
+    sections = split_sections(text)
+    has_main = any(name.startswith("findings") or name in P.IMPRESSION_SECTIONS for name, _ in sections)
+    groups: dict[str, list[str]] = {"findings": [], "impression": []}
+    for name, body in sections:
+        if name in P.SKIPPED_SECTIONS or (name == "" and has_main):
+            continue
+        groups["impression" if name in P.IMPRESSION_SECTIONS else "findings"].append(body.strip())
+    # Section bodies are joined with a blank line so a sentence never spans two sections.
+    return {g: "\n\n".join(bodies) for g, bodies in groups.items()}
+
+
 def split_sentences(text: str) -> list[str]:
     # Reports wrap lines mid-sentence: a single newline is a space, a blank line ends a sentence.
     return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
@@ -309,15 +323,8 @@ def label_report(text: str, vocabulary: Vocabulary = DEFAULT_VOCABULARY) -> dict
     if unknown:
         raise RadscaleError(f"rule-based labeler: no patterns for label {unknown[0]!r} "
                             f"(add them to radscale/data/labels/patterns.py or use the LLM labeler)")
-    sections = split_sections(text)
-    has_main = any(name.startswith("findings") or name in P.IMPRESSION_SECTIONS for name, _ in sections)
-    groups: dict[str, list[str]] = {"findings": [], "impression": []}
-    for name, body in sections:
-        if name in P.SKIPPED_SECTIONS or (name == "" and has_main):
-            continue
-        groups["impression" if name in P.IMPRESSION_SECTIONS else "findings"].append(body)
-    # Section bodies are joined with a blank line so a sentence never spans two sections.
-    (f_labels, f_presence), (i_labels, i_presence) = (_label_group("\n\n".join(groups[g]), lex)
+    groups = section_groups(text)
+    (f_labels, f_presence), (i_labels, i_presence) = (_label_group(groups[g], lex)
                                                       for g in ("findings", "impression"))
     merged = {k: i_labels[k] if i_labels[k] is not None else f_labels[k] for k in f_labels}
     presence = {k: i_presence[k] if i_presence[k] is not None else f_presence[k] for k in f_presence}
