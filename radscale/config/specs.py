@@ -196,8 +196,20 @@ class EvalSpec(Spec):
     attention_heads: int = Field(4, ge=1, description="cross-attention heads (1 when the width is not divisible)")
     segmentation: bool = Field(True, description="lines/tubes segmentation probe on patch tokens (rows "
                                                  "'segmentation': Dice and clDice per device type); needs mask_uri")
-    seg_head: Literal["linear", "pyramid"] = "linear"
-    seg_epochs: int = Field(30, ge=1, description="max epochs; the best probe_val macro Dice epoch is kept")
+    seg_head: Literal["linear", "pyramid"] = Field(
+        "pyramid", description="'pyramid' = two 3x3-conv + 2x upsampling stages (SETR-PUP), logits at 4x the "
+                               "token grid; 'linear' = one logit per patch (DINOv2's linear probe), too coarse "
+                               "for a 1-2 px catheter (phantom Dice 0.07 linear vs 0.10-0.17 pyramid, same "
+                               "8x8 tokens)")
+    seg_stage: int = Field(-2, ge=-4, le=-1, description="DaViT (MI2): the stage whose map feeds the segmentation "
+                                                        "probe, counted from the end: -1 = last (stride 32: 15x15 "
+                                                        "at 480 px, 2x2 for the 64-px tiny flavour), -2 = stride "
+                                                        "16 (30x30, nearest to RAD-DINO's 14-px patches), -3 = "
+                                                        "stride 8; pooled to max_patch_grid like the patch "
+                                                        "tokens; ViT encoders use their one token grid")
+    seg_epochs: int = Field(60, ge=1, description="max epochs; the best probe_val macro Dice epoch is kept (early "
+                                                  "stop after 10 without gain, counted from the first epoch "
+                                                  "with foreground)")
     seg_lr: float = Field(1e-3, gt=0)
     seg_mask_size: int = Field(224, ge=8, description="masks are mapped through the image geometry to "
                                                       "min(encoder input, this) px per side and scored there")

@@ -14,6 +14,10 @@ Several encoders can share one pass over the images (one decode, one read of the
   probes standardise features). With n_layers above the stage count, all stages are used. Widths differ per
   stage, so the feature width is the sum of the last n stage widths + D. Patch tokens are the last stage's map
   (stride 32: 2x2 for the 64-px tiny flavour, 15x15 for MI2 at 480 px).
+    seg_<i>       float16 [B, P'', D_s]  DaViT only, when `seg_stage` is not the last stage: that stage's map
+                  (stride 16 for -2: 30x30 for MI2 at 480 px, 4x4 for the tiny flavour; stride 8 for -3),
+                  pooled like patch_<i>, for the segmentation probe, which cannot place a thin catheter on a
+                  stride-32 grid. ViT encoders have one token grid: their segmentation uses patch_<i>.
 """
 from __future__ import annotations
 
@@ -60,18 +64,30 @@ def last_layer_cls(features: np.ndarray, dim: int) -> np.ndarray:
 
 
 class _StageTaps:
-    """Forward hooks keeping the global-average output of DaViT stages (single forward pass, no model edit)."""
+    """Forward hooks keeping the global-average output of DaViT stages, and the whole map of the segmentation
+    stage (single forward pass, no model edit)."""
 
-    def __init__(self, model: DaViTEncoder, n_layers: int):
+    def __init__(self, model: DaViTEncoder, n_layers: int, seg_stage: int = -1):
         stages = list(model.davit.stages)
+        if not -len(stages) <= seg_stage <= -1:
+            raise ValueError(f"FeatureExtractor: seg_stage={seg_stage}: DaViT has stages -{len(stages)}..-1")
         self.index = list(range(max(0, len(stages) - n_layers), len(stages) - 1))  # the last stage = "cls"
+        self.seg_index = None if seg_stage == -1 else len(stages) + seg_stage
         self.out: dict[int, torch.Tensor] = {}
-        for i in self.index:
+        self.seg: torch.Tensor | None = None
+        for i in sorted(set(self.index) | ({self.seg_index} - {None})):
             stages[i].register_forward_hook(self._keep(i))
+
+    def clear(self) -> None:
+        self.out.clear()
+        self.seg = None
 
     def _keep(self, i: int):
         def hook(_module, _inputs, output):
-            self.out[i] = output.float().mean((2, 3))           # NCHW -> [B, C]
+            if i in self.index:
+                self.out[i] = output.float().mean((2, 3))           # NCHW -> [B, C]
+            if i == self.seg_index:
+                self.seg = output.flatten(2).transpose(1, 2)       # [B, h*w, C], raster order
         return hook
 
 
@@ -80,10 +96,12 @@ class FeatureExtractor:
 
     n_layers: CLS of how many last layers (blocks / stages) enter features_<i> (1 = CLS ++ mean patch).
     patch_tokens=False leaves the patch_<i> columns out (when no patch-token family is evaluated).
+    seg_stage: the DaViT stage (negative index) whose map becomes seg_<i>; -1 (the last) = no seg_<i> column.
     """
 
     def __init__(self, models: list[tuple[str, str]], device: str = "cpu", threads: int = 0, *, n_layers: int = 4,
-                 max_patch_grid: int = 16, patch_tokens: bool = True, precision: str = "fp32"):
+                 max_patch_grid: int = 16, patch_tokens: bool = True, precision: str = "fp32",
+                 seg_stage: int = -1):
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"FeatureExtractor: precision={precision!r}: expected fp32 or bf16")
         if threads:
@@ -94,21 +112,25 @@ class FeatureExtractor:
         self.models = [load_frozen_encoder(name, ckpt, self.device) for name, ckpt in models]
         self.n_layers, self.max_grid, self.patch_tokens = n_layers, max_patch_grid, patch_tokens
         self.bf16 = uses_bf16(precision, self.device)
-        self.taps = [_StageTaps(m, n_layers) if isinstance(m, DaViTEncoder) else None for m in self.models]
+        self.taps = [_StageTaps(m, n_layers, seg_stage if patch_tokens else -1) if isinstance(m, DaViTEncoder)
+                     else None for m in self.models]
 
-    def _features(self, i: int, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _features(self, i: int, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(features, last-layer patch tokens, segmentation-stage tokens or None)."""
         model = self.models[i]
         if isinstance(model, ViTEncoder):
             depth = len(model.vit.blocks)
             layers = tuple(range(max(0, depth - self.n_layers), depth))
             f = model.forward_features(images, layers=layers)
             cls = [f[f"layer{j}"] for j in layers]                 # layer{depth-1} is the final CLS
+            seg = None
         else:
             taps = self.taps[i]
-            taps.out.clear()
+            taps.clear()
             f = model.forward_features(images)
             cls = [taps.out[j] for j in taps.index] + [f["cls"]]
-        return torch.cat([c.float() for c in cls] + [f["patch"].float().mean(1)], dim=1), f["patch"]
+            seg = taps.seg
+        return torch.cat([c.float() for c in cls] + [f["patch"].float().mean(1)], dim=1), f["patch"], seg
 
     @torch.inference_mode()
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -116,8 +138,13 @@ class FeatureExtractor:
         out = {"image_id": np.asarray(batch["image_id"])}
         for i in range(len(self.models)):
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.bf16):
-                feats, patch = self._features(i, images)
+                feats, patch, seg = self._features(i, images)
             out[f"features_{i}"] = feats.cpu().numpy()
             if self.patch_tokens:
-                out[f"patch_{i}"] = pool_patch_tokens(patch.float(), self.max_grid).to(torch.float16).cpu().numpy()
+                out[f"patch_{i}"] = self._pooled(patch)
+            if seg is not None:
+                out[f"seg_{i}"] = self._pooled(seg)
         return out
+
+    def _pooled(self, tokens: torch.Tensor) -> np.ndarray:
+        return pool_patch_tokens(tokens.float(), self.max_grid).to(torch.float16).cpu().numpy()

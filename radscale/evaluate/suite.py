@@ -151,9 +151,11 @@ def report_table(features: np.ndarray, patch: np.ndarray, meta: pd.DataFrame, sp
 
 
 def evaluate_encoder(features: np.ndarray, patch: np.ndarray | None, meta: pd.DataFrame, spec: EvalSpec,
-                     vocabulary: Vocabulary, masks: SegMasks | None = None, device: str = "cpu") -> SuiteResult:
+                     vocabulary: Vocabulary, masks: SegMasks | None = None, device: str = "cpu",
+                     seg_tokens: np.ndarray | None = None) -> SuiteResult:
     """All enabled families of one encoder. features [N, F] and patch [N, P, D] (None: patch-token families
-    skipped) align with meta's rows (eval_id, patient_id, split, domain, labels[, mask_uri, report])."""
+    skipped) align with meta's rows (eval_id, patient_id, split, domain, labels[, mask_uri, report]).
+    seg_tokens [N, P', D'] (DaViT's `seg_stage` map) replace patch for segmentation when given."""
     seconds: dict[str, float] = {}
     cpu: dict[str, float] = {}
     parts: list[pd.DataFrame] = []
@@ -169,7 +171,8 @@ def evaluate_encoder(features: np.ndarray, patch: np.ndarray | None, meta: pd.Da
             if spec.attention_probe:
                 run("attention", lambda: evaluate_attention_probes(patch, meta, spec, vocabulary, device))
             if spec.segmentation and masks is not None:
-                run("segmentation", lambda: segmentation_table(patch, meta, masks, spec, device))
+                run("segmentation", lambda: segmentation_table(patch if seg_tokens is None else seg_tokens,
+                                                               meta, masks, spec, device))
             if spec.report_generation:
                 run("report_generation", lambda: report_table(features, patch, meta, spec, vocabulary, device))
     parts = [p for p in parts if len(p)]

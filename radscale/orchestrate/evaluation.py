@@ -49,18 +49,19 @@ def _masks(meta: pd.DataFrame, size: int, spec: EvalSpec) -> SegMasks | None:
     return SegMasks(masks, known_masks(meta, failed))
 
 
-def _run_suites(inputs: list[tuple[np.ndarray, np.ndarray | None]], meta: pd.DataFrame, spec: EvalSpec,
-                vocabulary: Vocabulary, masks: SegMasks | None, device: str) -> Iterator[SuiteResult]:
+def _run_suites(inputs: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]], meta: pd.DataFrame,
+                spec: EvalSpec, vocabulary: Vocabulary, masks: SegMasks | None, device: str
+                ) -> Iterator[SuiteResult]:
     """The probe suites of one extraction pass, in order. On CPU each encoder's suite is a Ray task of
     `probe_threads` CPUs, so the suites run side by side on the cluster's cores (one at a time left a core of a
     2-core machine idle); with a GPU in the driver they run there, one after another."""
     if device != "cpu":
-        for f, p in inputs:
-            yield evaluate_encoder(f, p, meta, spec, vocabulary, masks, device)
+        for f, p, s in inputs:
+            yield evaluate_encoder(f, p, meta, spec, vocabulary, masks, device, s)
         return
     suite = ray.remote(evaluate_encoder).options(num_cpus=max(1, spec.probe_threads))
     shared = [ray.put(x) for x in (meta, spec, vocabulary, masks)]
-    futures = [suite.remote(f, p, shared[0], shared[1], shared[2], shared[3], device) for f, p in inputs]
+    futures = [suite.remote(f, p, shared[0], shared[1], shared[2], shared[3], device, s) for f, p, s in inputs]
     for future in futures:
         yield ray.get(future)
 
@@ -82,16 +83,18 @@ def evaluate_trials(job: JobSpec, trials: list[TrialSpec], data: SweepData, path
         step = spec.models_per_pass
         for start in range(0, len(group), step):
             chunk = group[start:start + step]
-            ids, feats, patches = extract_features(
+            ids, feats, patches, segs = extract_features(
                 images, [(t.encoder.name, str(paths.encoder(t.trial_id))) for t in chunk], spec.batch_size,
                 spec.actors, spec.actor_gpus, n_layers=spec.layers, max_patch_grid=spec.max_patch_grid,
-                patch_tokens=patch_tokens, precision=spec.precision)
+                patch_tokens=patch_tokens, precision=spec.precision,
+                seg_stage=spec.seg_stage if spec.segmentation and masks_all is not None else -1)
             pos = pd.Series(np.arange(len(ids)), index=pd.Index(ids, name="eval_id"))
             kept = meta_all["eval_id"].isin(pos.index).to_numpy()            # quarantined rows drop
             meta = meta_all[kept].reset_index(drop=True)
             rows = pos.loc[meta["eval_id"]].to_numpy()
             masks = None if masks_all is None else SegMasks(masks_all.masks[kept], masks_all.known[kept])
-            inputs = [(f[rows], None if p is None else p[rows]) for f, p in zip(feats, patches)]
+            inputs = [(f[rows], None if p is None else p[rows], None if sg is None else sg[rows])
+                      for f, p, sg in zip(feats, patches, segs)]
             for t, res in zip(chunk, _run_suites(inputs, meta, spec, vocabulary, masks, device)):
                 log.info("%s: evaluation %s", t.trial_id, ", ".join(f"{k} {v:.1f} s" for k, v in res.seconds.items()))
                 (paths.trial_dir(t.trial_id) / SECONDS_JSON).write_text(json.dumps(res.seconds, sort_keys=True))

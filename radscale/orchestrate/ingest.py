@@ -1,6 +1,8 @@
 """Ray Data pipelines: a trial's nested pretraining subset, and the evaluation images."""
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import ray.data
 from ray.data.expressions import col
@@ -70,14 +72,22 @@ def eval_images(rows_path: str, size: int, quarantine_dir: str, *,
     return ds.materialize()
 
 
+class Extracted(NamedTuple):
+    """Frozen features of one pass, rows in `ids` order; lists hold one entry per model."""
+    ids: list[str]
+    features: list[np.ndarray]               # float32 [N, F]
+    patches: list[np.ndarray | None]         # float16 [N, P, D], None without patch tokens
+    seg: list[np.ndarray | None]             # float16 [N, P'', D_s] segmentation-stage tokens (DaViT), or None
+
+
 def extract_features(images: ray.data.Dataset, models: list[tuple[str, str]], batch_size: int,
                      actors: int, actor_gpus: float, *, n_layers: int = 4, max_patch_grid: int = 16,
-                     patch_tokens: bool = True, precision: str = "fp32"
-                     ) -> tuple[list[str], list[np.ndarray], list[np.ndarray | None]]:
-    """Frozen features of several encoders in one pass through an actor pool (models loaded once per actor):
-    (image ids, multi-layer features [N, F] float32 per model, pooled patch tokens [N, P, D] float16 per model or
-    None); see evaluate/extract.py for the columns."""
+                     patch_tokens: bool = True, precision: str = "fp32", seg_stage: int = -1) -> Extracted:
+    """Frozen features of several encoders in one pass through an actor pool (models loaded once per actor);
+    see evaluate/extract.py for the columns. seg_stage: the DaViT stage of the segmentation tokens (-1 = none
+    beyond the patch tokens)."""
     from radscale.evaluate.extract import FeatureExtractor
+    from radscale.models.registry import get_flavour
 
     device = "cuda" if actor_gpus > 0 else "cpu"
     out = images.map_batches(FeatureExtractor, fn_constructor_kwargs=dict(models=models, device=device,
@@ -85,11 +95,14 @@ def extract_features(images: ray.data.Dataset, models: list[tuple[str, str]], ba
                                                                           n_layers=n_layers,
                                                                           max_patch_grid=max_patch_grid,
                                                                           patch_tokens=patch_tokens,
-                                                                          precision=precision),
+                                                                          precision=precision,
+                                                                          seg_stage=seg_stage),
                              batch_size=batch_size, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
                              num_gpus=actor_gpus or None, num_cpus=1 if not actor_gpus else None)
+    has_seg = [patch_tokens and seg_stage != -1 and get_flavour(name).family == "davit" for name, _ in models]
     names = ["image_id"] + [f"{kind}_{i}" for i in range(len(models))
                             for kind in (("features", "patch") if patch_tokens else ("features",))]
+    names += [f"seg_{i}" for i in range(len(models)) if has_seg[i]]
     parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for batch in out.iter_batches(batch_size=None, batch_format="numpy"):   # numpy: tensor columns stay arrays
         for n in names:
@@ -97,4 +110,5 @@ def extract_features(images: ray.data.Dataset, models: list[tuple[str, str]], ba
     cat = {n: np.concatenate(v) if v else np.zeros(0) for n, v in parts.items()}
     feats = [cat[f"features_{i}"].astype(np.float32, copy=False) for i in range(len(models))]
     patches = [cat[f"patch_{i}"] if patch_tokens else None for i in range(len(models))]
-    return [str(i) for i in cat["image_id"]], feats, patches
+    seg = [cat[f"seg_{i}"] if has_seg[i] else None for i in range(len(models))]
+    return Extracted([str(i) for i in cat["image_id"]], feats, patches, seg)

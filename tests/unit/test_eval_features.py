@@ -105,6 +105,32 @@ def test_davit_layers_are_pooled_stage_outputs_in_one_pass(tmp_path):
     assert two[0]["patch_0"].shape == (2, 4, dims[3]) and "features_1" in two[0] and "patch_1" in two[0]
 
 
+def test_davit_segmentation_stage_map_is_its_own_column(tmp_path):
+    ckpt, model = _checkpoint(tmp_path, "mi2-tiny")
+    vit_ckpt = _checkpoint(tmp_path, "rad-dino-tiny")[0]
+    batch = _batch(2)
+    with torch.no_grad():
+        x = model.davit.stem(model.normalize(_images(batch)))
+        maps = []
+        for stage in model.davit.stages:
+            x = stage(x)
+            maps.append(x)
+    out = FeatureExtractor([("mi2-tiny", ckpt), ("rad-dino-tiny", vit_ckpt)], seg_stage=-3)(batch)
+    expect = maps[1].flatten(2).transpose(1, 2)                         # stride 8: 8x8 tokens of width 48
+    assert out["seg_0"].dtype == np.float16 and out["seg_0"].shape == (2, 64, 48)
+    np.testing.assert_allclose(out["seg_0"].astype(np.float32), expect.numpy(), rtol=1e-2, atol=1e-2)
+    assert "seg_1" not in out                                           # a ViT has one grid: patch_1
+    # The same pass's other columns do not change with the tap; the grid cap pools it like patch tokens.
+    plain = FeatureExtractor([("mi2-tiny", ckpt)])(batch)
+    assert "seg_0" not in plain and np.array_equal(plain["features_0"], out["features_0"])
+    capped = FeatureExtractor([("mi2-tiny", ckpt)], seg_stage=-3, max_patch_grid=4)(batch)["seg_0"]
+    np.testing.assert_allclose(capped.astype(np.float32), F.avg_pool2d(maps[1], 2).flatten(2).transpose(1, 2),
+                               rtol=1e-2, atol=1e-2)
+    assert "seg_0" not in FeatureExtractor([("mi2-tiny", ckpt)], seg_stage=-2, patch_tokens=False)(batch)
+    with pytest.raises(ValueError, match="seg_stage=-5"):
+        FeatureExtractor([("mi2-tiny", ckpt)], seg_stage=-5)
+
+
 def _png(array: np.ndarray, path):
     Image.fromarray(array).save(path, format="PNG")
     return str(path)

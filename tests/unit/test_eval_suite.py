@@ -84,6 +84,16 @@ def test_families_switch_off_and_patch_free_runs_keep_the_linear_probe():
     assert "segmentation" not in set(t2.task)
 
 
+def test_segmentation_stage_tokens_replace_patch_tokens_for_segmentation_only():
+    meta, features, patch, masks = _data(2)
+    spec = _spec(attention_probe=False, report_generation=False, tasks=("findings",), seg_head="linear")
+    finer = np.repeat(np.repeat(patch.reshape(len(patch), GRID, GRID, D), 2, 1), 2, 2).reshape(len(patch), -1, D)
+    t = evaluate_encoder(features, patch, meta, spec, Vocabulary(), masks, seg_tokens=finer).table
+    assert set(t.task) == {"findings", "segmentation"}
+    with pytest.raises(ValueError, match="square grid"):         # the seg tokens, not patch, reach the probe
+        evaluate_encoder(features, patch, meta, spec, Vocabulary(), masks, seg_tokens=finer[:, :-1])
+
+
 def test_report_test_rows_are_a_seeded_sample_shared_by_trials():
     meta, *_ = _data()
     has = np.ones(len(meta), bool)

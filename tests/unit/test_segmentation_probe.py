@@ -7,7 +7,7 @@ from radscale.data.vocab import DEVICE_TYPES
 from radscale.errors import RadscaleError
 from radscale.evaluate.seg_metrics import cldice_scores, dice_scores, skeletonize, zhang_suen_skeleton
 from radscale.evaluate.segmentation import (evaluate_segmentation, fit_segmentation_probe, macro_mean,
-                                            unpack_masks)
+                                            should_stop, unpack_masks)
 
 
 @pytest.fixture(autouse=True)
@@ -125,6 +125,15 @@ def test_pyramid_head_trains_and_selects_an_epoch():
     assert probe.head_name == "pyramid" and 1 <= probe.best_epoch <= len(probe.val_dice) <= 6
     assert probe.val_dice[probe.best_epoch - 1] == max(probe.val_dice) > 0.3
     assert probe.predict(va[:3], (32, 32)).shape == (3, 2, 32, 32)
+
+
+def test_early_stop_counts_patience_from_the_first_foreground_epoch():
+    assert not should_stop([0.0] * 30, patience=5)               # never predicted foreground: keep going
+    assert not should_stop([0.0] * 8 + [0.01, 0.02], patience=5)
+    assert not should_stop([0.0] * 8 + [0.05] + [0.04] * 4, patience=5)
+    assert should_stop([0.0] * 8 + [0.05] + [0.04] * 5, patience=5)
+    assert should_stop([0.3, 0.2, 0.2], patience=2) and not should_stop([0.3, 0.2], patience=2)
+    assert not should_stop([np.nan, 0.1, 0.2], patience=1)
 
 
 def test_macro_mean_skips_absent_types_and_bad_inputs_raise():
