@@ -186,7 +186,8 @@ class EvalSpec(Spec):
     max_patch_grid: int = Field(16, ge=1, description="last-layer patch tokens (float16) are average-pooled to at "
                                                       "most this many per side, bounding memory for full-size "
                                                       "encoders; they feed attention probes, segmentation and "
-                                                      "report generation")
+                                                      "report generation (DaViT segmentation: the seg_stage "
+                                                      "map, pooled the same way)")
     probe_threads: int = Field(1, ge=0, description="CPU threads (torch + BLAS) of the driver-side probes; 0 = "
                                                     "leave as is (tiny probes run fastest on one thread)")
     # Evaluation families besides the linear probes of `tasks`; each can be switched off.
@@ -194,8 +195,9 @@ class EvalSpec(Spec):
     attention_epochs: int = Field(30, ge=1, description="max epochs; the best probe_val macro AUROC epoch is kept")
     attention_lr: float = Field(3e-3, gt=0)
     attention_heads: int = Field(4, ge=1, description="cross-attention heads (1 when the width is not divisible)")
-    segmentation: bool = Field(True, description="lines/tubes segmentation probe on patch tokens (rows "
-                                                 "'segmentation': Dice and clDice per device type); needs mask_uri")
+    segmentation: bool = Field(True, description="lines/tubes segmentation probe on patch tokens, for DaViT "
+                                                 "on seg_stage's map (rows 'segmentation': Dice and clDice per "
+                                                 "device type); needs mask_uri")
     seg_head: Literal["linear", "pyramid"] = Field(
         "pyramid", description="'pyramid' = two 3x3-conv + 2x upsampling stages (SETR-PUP), logits at 4x the "
                                "token grid; 'linear' = one logit per patch (DINOv2's linear probe), too coarse "
@@ -208,8 +210,8 @@ class EvalSpec(Spec):
                                                         "stride 8; pooled to max_patch_grid like the patch "
                                                         "tokens; ViT encoders use their one token grid")
     seg_epochs: int = Field(60, ge=1, description="max epochs; the best probe_val macro Dice epoch is kept (early "
-                                                  "stop after 10 without gain, counted from the first epoch "
-                                                  "with foreground)")
+                                                  "stop 10 epochs after the best, never before an epoch with "
+                                                  "Dice > 0)")
     seg_lr: float = Field(1e-3, gt=0)
     seg_mask_size: int = Field(224, ge=8, description="masks are mapped through the image geometry to "
                                                       "min(encoder input, this) px per side and scored there")

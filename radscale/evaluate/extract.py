@@ -144,6 +144,7 @@ class FeatureExtractor:
                 out[f"patch_{i}"] = self._pooled(patch)
             if seg is not None:
                 out[f"seg_{i}"] = self._pooled(seg)
+                self.taps[i].clear()                # a full-size stage map is ~0.2 GB per batch on the GPU
         return out
 
     def _pooled(self, tokens: torch.Tensor) -> np.ndarray:

@@ -156,23 +156,20 @@ def _token_stats(tokens: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.n
 
 
 def should_stop(history: list[float], patience: int) -> bool:
-    """Early stop after `patience` epochs without a new best probe_val Dice, counted from the first epoch with
-    Dice > 0 (before it the head predicts no foreground at all and has not started; see fit_segmentation_probe)."""
+    """Never before an epoch with probe_val Dice > 0 (NaN counts as 0); then `patience` epochs after the best
+    (see fit_segmentation_probe)."""
     h = np.nan_to_num(np.asarray(history, np.float64), nan=0.0)
-    if not (h > 0).any():
-        return False
-    started, best = int(np.argmax(h > 0)), int(np.argmax(h))
-    return len(h) - 1 - max(started, best) >= patience
+    return bool((h > 0).any()) and len(h) - 1 - int(np.argmax(h)) >= patience
 
 
 def fit_segmentation_probe(train_tokens: np.ndarray, train_masks: np.ndarray, val_tokens: np.ndarray,
                            val_masks: np.ndarray, grid: tuple[int, int], n_types: int, head: str = "linear",
                            epochs: int = 30, lr: float = 1e-3, seed: int = 0, *, weight_decay: float = 1e-4,
                            batch_size: int = 16, patience: int = 10, device: str = "cpu") -> SegProbe:
-    """AdamW on probe_train; the epoch with the best probe_val macro Dice is kept. Early stop after `patience`
-    epochs without improvement, counted from the first epoch that predicts any foreground on probe_val: a head
-    starts below the 0.5 threshold everywhere (Dice 0) and the pyramid head stays there for 5-20 epochs on the
-    phantom, so counting from epoch 1 stopped it at Dice 0 (measured: 0.000 for every encoder)."""
+    """AdamW on probe_train; the epoch with the best probe_val macro Dice is kept. Early stop `patience` epochs
+    after the best, but never before an epoch with probe_val Dice > 0: a head starts below the 0.5 threshold
+    everywhere (Dice 0) and the pyramid head stays there for 5-20 epochs on the phantom, so counting from epoch 1
+    stopped it at Dice 0 (measured: 0.000 for every encoder). Callers ensure probe_val has foreground."""
     if head not in HEADS:
         raise RadscaleError(f"segmentation probe: unknown head {head!r} (choose from {sorted(HEADS)})")
     grid = (int(grid[0]), int(grid[1]))

@@ -94,7 +94,7 @@ def segmentation_table(patch: np.ndarray, meta: pd.DataFrame, masks: SegMasks, s
     """Rows task="segmentation" (Dice, clDice per device type and macro) for each domain with masks."""
     tr, va, te_all, domain = _splits(meta)
     tr, va = tr & masks.known, va & masks.known
-    if not va.any() or not masks.masks[tr].any():       # nothing to learn or to select an epoch on
+    if not masks.masks[va].any() or not masks.masks[tr].any():     # nothing to learn or to select an epoch on
         return pd.DataFrame()
     probe = fit_segmentation_probe(patch[tr], masks.masks[tr], patch[va], masks.masks[va],
                                    patch_grid(patch.shape[1]), len(DEVICE_TYPES), spec.seg_head, spec.seg_epochs,

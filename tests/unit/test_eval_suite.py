@@ -82,6 +82,12 @@ def test_families_switch_off_and_patch_free_runs_keep_the_linear_probe():
     t2 = evaluate_encoder(features, patch, meta, _spec(attention_probe=False, report_generation=False), Vocabulary(),
                           empty).table
     assert "segmentation" not in set(t2.task)
+    # Nor without any in probe_val (no epoch could be selected; the probe would run every epoch for nothing).
+    no_val = masks.masks.copy()
+    no_val[(meta.split == "probe_val").to_numpy()] = 0
+    t3 = evaluate_encoder(features, patch, meta, _spec(attention_probe=False, report_generation=False), Vocabulary(),
+                          SegMasks(no_val, masks.known)).table
+    assert "segmentation" not in set(t3.task)
 
 
 def test_segmentation_stage_tokens_replace_patch_tokens_for_segmentation_only():

@@ -134,6 +134,7 @@ def test_early_stop_counts_patience_from_the_first_foreground_epoch():
     assert should_stop([0.0] * 8 + [0.05] + [0.04] * 5, patience=5)
     assert should_stop([0.3, 0.2, 0.2], patience=2) and not should_stop([0.3, 0.2], patience=2)
     assert not should_stop([np.nan, 0.1, 0.2], patience=1)
+    assert not should_stop([np.nan] * 40, patience=5)           # no foreground in probe_val: suite skips it
 
 
 def test_macro_mean_skips_absent_types_and_bad_inputs_raise():
