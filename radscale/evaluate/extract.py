@@ -129,7 +129,7 @@ class FeatureExtractor:
             taps.clear()
             f = model.forward_features(images)
             cls = [taps.out[j] for j in taps.index] + [f["cls"]]
-            seg = taps.seg
+            seg, taps.seg = taps.seg, None          # the taps hold no stage map between batches
         return torch.cat([c.float() for c in cls] + [f["patch"].float().mean(1)], dim=1), f["patch"], seg
 
     @torch.inference_mode()
@@ -144,7 +144,6 @@ class FeatureExtractor:
                 out[f"patch_{i}"] = self._pooled(patch)
             if seg is not None:
                 out[f"seg_{i}"] = self._pooled(seg)
-                self.taps[i].clear()                # a full-size stage map is ~0.2 GB per batch on the GPU
         return out
 
     def _pooled(self, tokens: torch.Tensor) -> np.ndarray:

@@ -182,9 +182,10 @@ def radscale_loop(encoder: str, checkpoint: str, images: np.ndarray, batch_size:
     for _ in range(repeats):
         clock = _FirstBatchClock(ds)
         t0 = time.perf_counter()
-        ids, feats = extract_features(clock, [(encoder, checkpoint)], batch_size, actors, actor_gpus,
-                                      n_layers=layers, max_patch_grid=max_patch_grid, patch_tokens=patch_tokens,
-                                      precision=precision)[:2]
+        res = extract_features(clock, [(encoder, checkpoint)], batch_size, actors, actor_gpus,
+                               n_layers=layers, max_patch_grid=max_patch_grid, patch_tokens=patch_tokens,
+                               precision=precision)
+        ids, feats = res.ids, res.features
         t1 = time.perf_counter()
         if clock.first_t is None or clock.first_rows >= len(images):
             raise RadscaleError("bench extract: no output batch after the first one (extract_features no longer "

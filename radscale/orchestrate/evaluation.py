@@ -87,7 +87,7 @@ def evaluate_trials(job: JobSpec, trials: list[TrialSpec], data: SweepData, path
                 images, [(t.encoder.name, str(paths.encoder(t.trial_id))) for t in chunk], spec.batch_size,
                 spec.actors, spec.actor_gpus, n_layers=spec.layers, max_patch_grid=spec.max_patch_grid,
                 patch_tokens=patch_tokens, precision=spec.precision,
-                seg_stage=spec.seg_stage if spec.segmentation and masks_all is not None else -1)
+                seg_stage=spec.seg_stage if masks_all is not None else -1)      # None: no segmentation
             pos = pd.Series(np.arange(len(ids)), index=pd.Index(ids, name="eval_id"))
             kept = meta_all["eval_id"].isin(pos.index).to_numpy()            # quarantined rows drop
             meta = meta_all[kept].reset_index(drop=True)

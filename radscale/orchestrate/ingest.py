@@ -87,7 +87,6 @@ def extract_features(images: ray.data.Dataset, models: list[tuple[str, str]], ba
     see evaluate/extract.py for the columns. seg_stage: the DaViT stage of the segmentation tokens (-1 = none
     beyond the patch tokens)."""
     from radscale.evaluate.extract import FeatureExtractor
-    from radscale.models.registry import get_flavour
 
     device = "cuda" if actor_gpus > 0 else "cpu"
     out = images.map_batches(FeatureExtractor, fn_constructor_kwargs=dict(models=models, device=device,
@@ -99,16 +98,14 @@ def extract_features(images: ray.data.Dataset, models: list[tuple[str, str]], ba
                                                                           seg_stage=seg_stage),
                              batch_size=batch_size, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
                              num_gpus=actor_gpus or None, num_cpus=1 if not actor_gpus else None)
-    has_seg = [patch_tokens and seg_stage != -1 and get_flavour(name).family == "davit" for name, _ in models]
-    names = ["image_id"] + [f"{kind}_{i}" for i in range(len(models))
-                            for kind in (("features", "patch") if patch_tokens else ("features",))]
-    names += [f"seg_{i}" for i in range(len(models)) if has_seg[i]]
-    parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    # The extractor decides which columns exist (seg_<i> only for DaViT models); take what it returns.
+    parts: dict[str, list[np.ndarray]] = {}
     for batch in out.iter_batches(batch_size=None, batch_format="numpy"):   # numpy: tensor columns stay arrays
-        for n in names:
-            parts[n].append(np.asarray(batch[n]))
-    cat = {n: np.concatenate(v) if v else np.zeros(0) for n, v in parts.items()}
-    feats = [cat[f"features_{i}"].astype(np.float32, copy=False) for i in range(len(models))]
-    patches = [cat[f"patch_{i}"] if patch_tokens else None for i in range(len(models))]
-    seg = [cat[f"seg_{i}"] if has_seg[i] else None for i in range(len(models))]
-    return Extracted([str(i) for i in cat["image_id"]], feats, patches, seg)
+        for n, v in batch.items():
+            parts.setdefault(n, []).append(np.asarray(v))
+    cat = {n: np.concatenate(v) for n, v in parts.items()}
+    empty = np.zeros(0)
+    feats = [cat.get(f"features_{i}", empty).astype(np.float32, copy=False) for i in range(len(models))]
+    patches = [cat.get(f"patch_{i}", empty) if patch_tokens else None for i in range(len(models))]
+    seg = [cat.get(f"seg_{i}") for i in range(len(models))]
+    return Extracted([str(i) for i in cat.get("image_id", empty)], feats, patches, seg)
