@@ -29,12 +29,18 @@ def _validate(args) -> int:
     from radscale.config.load import load_job
     from radscale.config.trial import plan_trials
     from radscale.data.sweep_data import prepare_sweep_data
+    from radscale.evaluate.preflight import check_evaluation, host_memory_bytes
 
     job = load_job(args.job, args.set)
     data = prepare_sweep_data(job, Path(job.sweep.output_dir) / job.sweep.name)
     trials = plan_trials(job)
+    features = check_evaluation(job.eval, [t.encoder.name for t in trials], data.eval_rows, on_this_host=False)
     print(f"radscale: {args.job} is valid: {len(trials)} trials ({sum(t.trained for t in trials)} to train), "
-          f"pretraining pool {data.pool_size} images, eval domains {', '.join(data.domains)}")
+          f"pretraining pool {data.pool_size} images, eval domains {', '.join(data.domains)}, "
+          f"~{features / 1e9:.3g} GB of driver memory in the largest extraction pass")
+    if not job.eval.max_feature_gb and features > 0.8 * host_memory_bytes():
+        print("radscale: warning: that is over 80 % of this host's memory; `radscale sweep` refuses it on a "
+              "host like this one (set eval.max_feature_gb to check against the cluster's head)")
     return 0
 
 

@@ -186,8 +186,13 @@ class EvalSpec(Spec):
     max_patch_grid: int = Field(16, ge=1, description="last-layer patch tokens (float16) are average-pooled to at "
                                                       "most this many per side, bounding memory for full-size "
                                                       "encoders; they feed attention probes, segmentation and "
-                                                      "report generation (DaViT segmentation: the seg_stage "
-                                                      "map, pooled the same way)")
+                                                      "report generation (segmentation tokens, seg_stage / "
+                                                      "seg_layers, are pooled the same way)")
+    max_feature_gb: float = Field(0.0, ge=0, description="refuse, before any training, a sweep whose largest "
+                                                         "extraction pass would hold more frozen features than "
+                                                         "this on the driver (eval images x per-image columns x "
+                                                         "encoders per pass x 2 copies); 0 = 80% of the "
+                                                         "memory of the host that runs the sweep")
     probe_threads: int = Field(1, ge=0, description="CPU threads (torch + BLAS) of the driver-side probes; 0 = "
                                                     "leave as is (tiny probes run fastest on one thread)")
     # Evaluation families besides the linear probes of `tasks`; each can be switched off.
@@ -195,9 +200,10 @@ class EvalSpec(Spec):
     attention_epochs: int = Field(30, ge=1, description="max epochs; the best probe_val macro AUROC epoch is kept")
     attention_lr: float = Field(3e-3, gt=0)
     attention_heads: int = Field(4, ge=1, description="cross-attention heads (1 when the width is not divisible)")
-    segmentation: bool = Field(True, description="lines/tubes segmentation probe on patch tokens, for DaViT "
-                                                 "on seg_stage's map (rows 'segmentation': Dice and clDice per "
-                                                 "device type); needs mask_uri")
+    segmentation: bool = Field(True, description="lines/tubes segmentation probe on patch tokens (ViT: of the "
+                                                 "last seg_layers blocks; DaViT: seg_stage's map) (rows "
+                                                 "'segmentation': Dice and clDice per device type); needs "
+                                                 "mask_uri")
     seg_head: Literal["linear", "pyramid"] = Field(
         "pyramid", description="'pyramid' = two 3x3-conv + 2x upsampling stages (SETR-PUP), logits at 4x the "
                                "token grid; 'linear' = one logit per patch (DINOv2's linear probe), too coarse "
@@ -209,6 +215,12 @@ class EvalSpec(Spec):
                                                         "16 (30x30, nearest to RAD-DINO's 14-px patches), -3 = "
                                                         "stride 8; pooled to max_patch_grid like the patch "
                                                         "tokens; ViT encoders use their one token grid")
+    seg_layers: int = Field(4, ge=1, description="ViT (RAD-DINO): the segmentation probe reads the patch tokens "
+                                                 "of the last n blocks, each through the final LayerNorm, "
+                                                 "concatenated along channels (DINOv2's multi-layer input: 4; "
+                                                 "all blocks when n exceeds the depth); 1 = the last block only. "
+                                                 "Extraction holds n x the patch tokens' memory (RAD-DINO on the "
+                                                 "16x16 grid: 0.4 MB per image per block, float16)")
     seg_epochs: int = Field(60, ge=1, description="max epochs; the best probe_val macro Dice epoch is kept (early "
                                                   "stop 10 epochs after the best, never before an epoch with "
                                                   "Dice > 0)")

@@ -14,10 +14,14 @@ Several encoders can share one pass over the images (one decode, one read of the
   probes standardise features). With n_layers above the stage count, all stages are used. Widths differ per
   stage, so the feature width is the sum of the last n stage widths + D. Patch tokens are the last stage's map
   (stride 32: 2x2 for the 64-px tiny flavour, 15x15 for MI2 at 480 px).
-    seg_<i>       float16 [B, P'', D_s]  DaViT only, when `seg_stage` is not the last stage: that stage's map
-                  (stride 16 for -2: 30x30 for MI2 at 480 px, 4x4 for the tiny flavour; stride 8 for -3),
-                  pooled like patch_<i>, for the segmentation probe, which cannot place a thin catheter on a
-                  stride-32 grid. ViT encoders have one token grid: their segmentation uses patch_<i>.
+    seg_<i>       float16 [B, P'', D_s]  tokens for the segmentation probe, pooled like patch_<i>:
+                  - DaViT, when `seg_stage` is not the last stage: that stage's map (stride 16 for -2: 30x30 for
+                    MI2 at 480 px, 4x4 for the tiny flavour; stride 8 for -3); a thin catheter has no place on
+                    the stride-32 grid.
+                  - ViT, when `seg_layers` > 1: the patch tokens of the last `seg_layers` blocks, each through
+                    the final LayerNorm, concatenated along channels (D_s = seg_layers·D), the multi-layer input
+                    of DINOv2's segmentation probes.
+                  Absent otherwise: segmentation then uses patch_<i>.
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ import torch.nn.functional as F
 from radscale.models.checkpoints import load_into, load_state
 from radscale.models.davit import DaViTEncoder
 from radscale.models.precision import uses_bf16
-from radscale.models.registry import build_image_encoder
+from radscale.models.registry import build_image_encoder, get_flavour
 from radscale.models.vit import ViTEncoder
 
 
@@ -61,6 +65,28 @@ def pool_patch_tokens(patch: torch.Tensor, max_grid: int) -> torch.Tensor:
 def last_layer_cls(features: np.ndarray, dim: int) -> np.ndarray:
     """The last layer's CLS inside a `features_<i>` row block (its second-to-last D columns)."""
     return features[:, -2 * dim:-dim]
+
+
+def bytes_per_image(encoder_name: str, *, n_layers: int = 4, max_patch_grid: int = 16, patch_tokens: bool = True,
+                    seg_stage: int = -1, seg_layers: int = 1) -> int:
+    """Bytes of one image's row in the extractor's output (FeatureExtractor, same arguments), from the flavour's
+    shapes alone: the driver holds this x the eval images for every encoder of a pass."""
+    fl = get_flavour(encoder_name)
+    side = lambda g: min(g, max_patch_grid) ** 2                  # noqa: E731  tokens after pooling
+    if fl.family == "vit":
+        d, depth, grid = fl.arch["embed_dim"], fl.arch["depth"], fl.img_size // fl.arch["patch_size"]
+        n = 4 * (min(n_layers, depth) + 1) * d
+        if patch_tokens:
+            n += 2 * side(grid) * d * (1 + (min(seg_layers, depth) if seg_layers > 1 else 0))
+        return n
+    dims = fl.arch["embed_dims"]
+    grids = [math.ceil(fl.img_size / (4 * 2 ** i)) for i in range(len(dims))]   # stem stride 4, then 2x per stage
+    n = 4 * (sum(dims[max(0, len(dims) - n_layers):-1]) + 2 * dims[-1])
+    if patch_tokens:
+        n += 2 * side(grids[-1]) * dims[-1]
+        if seg_stage != -1:
+            n += 2 * side(grids[seg_stage]) * dims[seg_stage]
+    return n
 
 
 class _StageTaps:
@@ -97,20 +123,23 @@ class FeatureExtractor:
     n_layers: CLS of how many last layers (blocks / stages) enter features_<i> (1 = CLS ++ mean patch).
     patch_tokens=False leaves the patch_<i> columns out (when no patch-token family is evaluated).
     seg_stage: the DaViT stage (negative index) whose map becomes seg_<i>; -1 (the last) = no seg_<i> column.
+    seg_layers: ViT blocks whose patch tokens are concatenated into seg_<i> (all when above the depth); 1 = none.
     """
 
     def __init__(self, models: list[tuple[str, str]], device: str = "cpu", threads: int = 0, *, n_layers: int = 4,
                  max_patch_grid: int = 16, patch_tokens: bool = True, precision: str = "fp32",
-                 seg_stage: int = -1):
+                 seg_stage: int = -1, seg_layers: int = 1):
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"FeatureExtractor: precision={precision!r}: expected fp32 or bf16")
         if threads:
             torch.set_num_threads(threads)
-        if n_layers < 1 or max_patch_grid < 1:
-            raise ValueError(f"FeatureExtractor: n_layers={n_layers} and max_patch_grid={max_patch_grid} must be >= 1")
+        if min(n_layers, max_patch_grid, seg_layers) < 1:
+            raise ValueError(f"FeatureExtractor: n_layers={n_layers}, max_patch_grid={max_patch_grid} and "
+                             f"seg_layers={seg_layers} must be >= 1")
         self.device = torch.device(device)
         self.models = [load_frozen_encoder(name, ckpt, self.device) for name, ckpt in models]
         self.n_layers, self.max_grid, self.patch_tokens = n_layers, max_patch_grid, patch_tokens
+        self.seg_layers = seg_layers if patch_tokens else 1
         self.bf16 = uses_bf16(precision, self.device)
         self.taps = [_StageTaps(m, n_layers, seg_stage if patch_tokens else -1) if isinstance(m, DaViTEncoder)
                      else None for m in self.models]
@@ -121,9 +150,11 @@ class FeatureExtractor:
         if isinstance(model, ViTEncoder):
             depth = len(model.vit.blocks)
             layers = tuple(range(max(0, depth - self.n_layers), depth))
-            f = model.forward_features(images, layers=layers)
+            seg_layers = tuple(range(max(0, depth - self.seg_layers), depth)) if self.seg_layers > 1 else ()
+            f = model.forward_features(images, layers=layers, patch_layers=seg_layers)
             cls = [f[f"layer{j}"] for j in layers]                 # layer{depth-1} is the final CLS
-            seg = None
+            seg = torch.cat([pool_patch_tokens(f[f"patch{j}"], self.max_grid) for j in seg_layers], -1) \
+                if seg_layers else None                             # pooled first: a quarter of the memory
         else:
             taps = self.taps[i]
             taps.clear()

@@ -155,7 +155,7 @@ def evaluate_encoder(features: np.ndarray, patch: np.ndarray | None, meta: pd.Da
                      seg_tokens: np.ndarray | None = None) -> SuiteResult:
     """All enabled families of one encoder. features [N, F] and patch [N, P, D] (None: patch-token families
     skipped) align with meta's rows (eval_id, patient_id, split, domain, labels[, mask_uri, report]).
-    seg_tokens [N, P', D'] (DaViT's `seg_stage` map) replace patch for segmentation when given."""
+    seg_tokens [N, P', D'] (evaluate/extract.py `seg_<i>`) replace patch for segmentation when given."""
     seconds: dict[str, float] = {}
     cpu: dict[str, float] = {}
     parts: list[pd.DataFrame] = []

@@ -32,8 +32,10 @@ class ViTEncoder(nn.Module):
         return size // self.patch_size, size // self.patch_size
 
     def forward_features(self, images: torch.Tensor, masks: torch.Tensor | None = None,
-                         layers: tuple[int, ...] = ()) -> dict[str, torch.Tensor]:
-        """images [B,1,H,W] in [0,1]; masks [B, H*W/p^2] bool. Returns cls [B,D], patch [B,P,D] (+ layer feats)."""
+                         layers: tuple[int, ...] = (), patch_layers: tuple[int, ...] = ()) -> dict[str, torch.Tensor]:
+        """images [B,1,H,W] in [0,1]; masks [B, H*W/p^2] bool. Returns cls [B,D], patch [B,P,D], and per block i
+        of `layers` its CLS as layer{i} [B,D], of `patch_layers` its patch tokens as patch{i} [B,P,D], both
+        through the final norm (DINOv2's intermediate outputs)."""
         x = self.vit.patch_embed(self.normalize(images))          # [B, h, w, D] (dynamic size)
         if masks is not None:
             b, h, w, d = x.shape
@@ -44,8 +46,12 @@ class ViTEncoder(nn.Module):
         extra = {}
         for i, blk in enumerate(self.vit.blocks):
             x = blk(x)
-            if i in layers:
-                extra[f"layer{i}"] = self.vit.norm(x)[:, 0]
+            if i in layers or i in patch_layers:
+                normed = self.vit.norm(x)
+                if i in layers:
+                    extra[f"layer{i}"] = normed[:, 0]
+                if i in patch_layers:
+                    extra[f"patch{i}"] = normed[:, self.vit.num_prefix_tokens:]
         x = self.vit.norm(x)
         out = {"cls": x[:, 0], "patch": x[:, self.vit.num_prefix_tokens:]}
         out.update(extra)

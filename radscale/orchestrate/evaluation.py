@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 from itertools import groupby
-from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
@@ -19,7 +18,7 @@ from radscale.config.trial import TrialSpec
 from radscale.data.masks import load_square_masks
 from radscale.data.sweep_data import SweepData
 from radscale.data.vocab import Vocabulary
-from radscale.errors import RadscaleError
+from radscale.evaluate.preflight import check_decoder
 from radscale.evaluate.suite import SegMasks, SuiteResult, evaluate_encoder, known_masks, needs_patch_tokens
 from radscale.models.registry import get_flavour
 from radscale.orchestrate.ingest import eval_images, extract_features
@@ -27,12 +26,6 @@ from radscale.orchestrate.paths import SweepPaths
 
 log = logging.getLogger(__name__)
 SECONDS_JSON = "eval_seconds.json"      # wall time per evaluation family, next to the trial's eval table
-
-
-def _check_decoder(spec: EvalSpec) -> None:
-    if spec.report_generation and spec.report_decoder != "small" and not Path(spec.report_decoder).is_dir():
-        raise RadscaleError(f"eval.report_decoder: {spec.report_decoder!r} is neither 'small' nor a local folder "
-                            f"with a Hugging Face causal LM")
 
 
 def _masks(meta: pd.DataFrame, size: int, spec: EvalSpec) -> SegMasks | None:
@@ -49,7 +42,12 @@ def _masks(meta: pd.DataFrame, size: int, spec: EvalSpec) -> SegMasks | None:
     return SegMasks(masks, known_masks(meta, failed))
 
 
-def _run_suites(inputs: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]], meta: pd.DataFrame,
+def _stage(x: np.ndarray, device: str):
+    """On CPU the suites are Ray tasks: the array goes to the object store now and the driver drops its copy."""
+    return ray.put(x) if device == "cpu" else x
+
+
+def _run_suites(inputs: list[tuple], meta: pd.DataFrame,
                 spec: EvalSpec, vocabulary: Vocabulary, masks: SegMasks | None, device: str
                 ) -> Iterator[SuiteResult]:
     """The probe suites of one extraction pass, in order. On CPU each encoder's suite is a Ray task of
@@ -71,7 +69,7 @@ def evaluate_trials(job: JobSpec, trials: list[TrialSpec], data: SweepData, path
     """Trials sharing an input size share one decode, one mask load and one extraction pass
     (`eval.models_per_pass` encoders at a time)."""
     spec = job.eval
-    _check_decoder(spec)
+    check_decoder(spec)
     meta_all = pd.read_parquet(data.eval_rows)
     patch_tokens = needs_patch_tokens(spec)
     device = "cuda" if torch.cuda.is_available() else "cpu"          # driver-side probes
@@ -87,14 +85,18 @@ def evaluate_trials(job: JobSpec, trials: list[TrialSpec], data: SweepData, path
                 images, [(t.encoder.name, str(paths.encoder(t.trial_id))) for t in chunk], spec.batch_size,
                 spec.actors, spec.actor_gpus, n_layers=spec.layers, max_patch_grid=spec.max_patch_grid,
                 patch_tokens=patch_tokens, precision=spec.precision,
-                seg_stage=spec.seg_stage if masks_all is not None else -1)      # None: no segmentation
+                seg_stage=spec.seg_stage if masks_all is not None else -1,      # None: no segmentation
+                seg_layers=spec.seg_layers if masks_all is not None else 1)
             pos = pd.Series(np.arange(len(ids)), index=pd.Index(ids, name="eval_id"))
             kept = meta_all["eval_id"].isin(pos.index).to_numpy()            # quarantined rows drop
             meta = meta_all[kept].reset_index(drop=True)
             rows = pos.loc[meta["eval_id"]].to_numpy()
             masks = None if masks_all is None else SegMasks(masks_all.masks[kept], masks_all.known[kept])
-            inputs = [(f[rows], None if p is None else p[rows], None if sg is None else sg[rows])
-                      for f, p, sg in zip(feats, patches, segs)]
+            inputs = []
+            for i in range(len(chunk)):     # one encoder at a time, so the pass never holds three copies
+                cols = (feats[i], patches[i], segs[i])
+                feats[i] = patches[i] = segs[i] = None
+                inputs.append(tuple(None if x is None else _stage(x[rows], device) for x in cols))
             for t, res in zip(chunk, _run_suites(inputs, meta, spec, vocabulary, masks, device)):
                 log.info("%s: evaluation %s", t.trial_id, ", ".join(f"{k} {v:.1f} s" for k, v in res.seconds.items()))
                 (paths.trial_dir(t.trial_id) / SECONDS_JSON).write_text(json.dumps(res.seconds, sort_keys=True))

@@ -77,15 +77,16 @@ class Extracted(NamedTuple):
     ids: list[str]
     features: list[np.ndarray]               # float32 [N, F]
     patches: list[np.ndarray | None]         # float16 [N, P, D], None without patch tokens
-    seg: list[np.ndarray | None]             # float16 [N, P'', D_s] segmentation-stage tokens (DaViT), or None
+    seg: list[np.ndarray | None]             # float16 [N, P'', D_s] segmentation tokens (extract.py), or None
 
 
 def extract_features(images: ray.data.Dataset, models: list[tuple[str, str]], batch_size: int,
                      actors: int, actor_gpus: float, *, n_layers: int = 4, max_patch_grid: int = 16,
-                     patch_tokens: bool = True, precision: str = "fp32", seg_stage: int = -1) -> Extracted:
+                     patch_tokens: bool = True, precision: str = "fp32", seg_stage: int = -1,
+                     seg_layers: int = 1) -> Extracted:
     """Frozen features of several encoders in one pass through an actor pool (models loaded once per actor);
-    see evaluate/extract.py for the columns. seg_stage: the DaViT stage of the segmentation tokens (-1 = none
-    beyond the patch tokens)."""
+    see evaluate/extract.py for the columns. seg_stage / seg_layers: the DaViT stage / the ViT blocks of the
+    segmentation tokens (-1 / 1 = none beyond the patch tokens)."""
     from radscale.evaluate.extract import FeatureExtractor
 
     device = "cuda" if actor_gpus > 0 else "cpu"
@@ -95,15 +96,16 @@ def extract_features(images: ray.data.Dataset, models: list[tuple[str, str]], ba
                                                                           max_patch_grid=max_patch_grid,
                                                                           patch_tokens=patch_tokens,
                                                                           precision=precision,
-                                                                          seg_stage=seg_stage),
+                                                                          seg_stage=seg_stage,
+                                                                          seg_layers=seg_layers),
                              batch_size=batch_size, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
                              num_gpus=actor_gpus or None, num_cpus=1 if not actor_gpus else None)
-    # The extractor decides which columns exist (seg_<i> only for DaViT models); take what it returns.
+    # The extractor decides which columns exist (seg_<i> per model family); take what it returns.
     parts: dict[str, list[np.ndarray]] = {}
     for batch in out.iter_batches(batch_size=None, batch_format="numpy"):   # numpy: tensor columns stay arrays
         for n, v in batch.items():
             parts.setdefault(n, []).append(np.asarray(v))
-    cat = {n: np.concatenate(v) for n, v in parts.items()}
+    cat = {n: np.concatenate(parts.pop(n)) for n in list(parts)}      # one column's batches at a time in memory
     empty = np.zeros(0)
     feats = [cat.get(f"features_{i}", empty).astype(np.float32, copy=False) for i in range(len(models))]
     patches = [cat.get(f"patch_{i}", empty) if patch_tokens else None for i in range(len(models))]

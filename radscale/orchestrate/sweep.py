@@ -22,6 +22,7 @@ from radscale.config.specs import JobSpec
 from radscale.config.trial import TrialSpec, plan_trials
 from radscale.data.sweep_data import SweepData, prepare_sweep_data
 from radscale.data.vocab import Vocabulary
+from radscale.evaluate.preflight import check_evaluation
 from radscale.objectives.build import build_task
 from radscale.orchestrate.paths import SweepPaths
 from radscale.tracking.tracker import default_tracking_uri, make_tracker
@@ -107,9 +108,11 @@ def run_sweep(job: JobSpec, echo: Callable[[str], None] = print) -> SweepOutcome
     vocab = Vocabulary()
     paths = SweepPaths(Path(job.sweep.output_dir) / job.sweep.name)
     data = prepare_sweep_data(job, paths.root, vocab)           # refuses bad input before any compute
+    trials = plan_trials(job)
+    check_evaluation(job.eval, [t.encoder.name for t in trials if not paths.eval_table(t.trial_id).exists()],
+                     data.eval_rows)                            # ... and an evaluation that cannot run
     paths.root.mkdir(parents=True, exist_ok=True)
     (paths.root / "job.json").write_text(job.model_dump_json(indent=2))
-    trials = plan_trials(job)
     uri = job.tracking.uri or default_tracking_uri(job.sweep.output_dir)
     tracker = make_tracker(uri, job.tracking.experiment or job.sweep.name,
                            _artifact_root(uri, job.sweep.output_dir))

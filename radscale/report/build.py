@@ -26,8 +26,8 @@ def _families(spec) -> str:
     if spec.attention_probe:
         out.append("attention pooling on patch tokens")
     if spec.segmentation:
-        out.append(f"tube segmentation ({spec.seg_head} head on patch tokens, of stage {spec.seg_stage} for "
-                   f"DaViT; Dice, clDice)")
+        out.append(f"tube segmentation ({spec.seg_head} head on patch tokens: of the last {spec.seg_layers} "
+                   f"blocks for ViT, of stage {spec.seg_stage} for DaViT; Dice, clDice)")
     if spec.report_generation:
         out.append(f"report generation (decoder: {'small' if spec.report_decoder == 'small' else 'HF causal LM'}; "
                    f"label F1, BLEU-4, ROUGE-L)")

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from radscale.data.masks import load_square_masks, square_mask
-from radscale.evaluate.extract import FeatureExtractor, last_layer_cls, patch_grid, pool_patch_tokens
+from radscale.evaluate.extract import (FeatureExtractor, bytes_per_image, last_layer_cls, patch_grid,
+                                      pool_patch_tokens)
 from radscale.evaluate.suite import known_masks
 from radscale.models.registry import build_image_encoder
 from radscale.train.batches import TrainBatchBuilder
@@ -129,6 +130,54 @@ def test_davit_segmentation_stage_map_is_its_own_column(tmp_path):
     assert "seg_0" not in FeatureExtractor([("mi2-tiny", ckpt)], seg_stage=-2, patch_tokens=False)(batch)
     with pytest.raises(ValueError, match="seg_stage=-5"):
         FeatureExtractor([("mi2-tiny", ckpt)], seg_stage=-5)
+
+
+def test_vit_segmentation_tokens_concatenate_the_last_blocks(tmp_path):
+    ckpt, model = _checkpoint(tmp_path, "rad-dino-tiny")
+    batch, d = _batch(2), model.embed_dim
+    with torch.no_grad():                          # by hand: every block's tokens through the final norm
+        v = model.vit
+        x = v.norm_pre(v._pos_embed(v.patch_embed(model.normalize(_images(batch)))))
+        blocks = []
+        for blk in v.blocks:
+            x = blk(x)
+            blocks.append(v.norm(x)[:, v.num_prefix_tokens:])
+    depth = len(blocks)
+    out = FeatureExtractor([("rad-dino-tiny", ckpt)], seg_layers=2)(batch)
+    assert out["seg_0"].dtype == np.float16 and out["seg_0"].shape == (2, 64, 2 * d)
+    np.testing.assert_allclose(out["seg_0"].astype(np.float32), torch.cat(blocks[-2:], -1).numpy(),
+                               rtol=1e-2, atol=1e-2)
+    # The last block's half is the patch column; the other columns do not change with the extra blocks.
+    plain = FeatureExtractor([("rad-dino-tiny", ckpt)])(batch)
+    assert "seg_0" not in plain and np.array_equal(plain["features_0"], out["features_0"])
+    np.testing.assert_array_equal(out["seg_0"][..., d:], plain["patch_0"])
+    # More blocks than the depth: all of them; pooled by the grid cap; none without patch tokens.
+    every = FeatureExtractor([("rad-dino-tiny", ckpt)], seg_layers=depth + 3, max_patch_grid=4)(batch)["seg_0"]
+    expect = F.avg_pool2d(torch.cat(blocks, -1).transpose(1, 2).reshape(2, -1, 8, 8), 2).flatten(2).transpose(1, 2)
+    np.testing.assert_allclose(every.astype(np.float32), expect.numpy(), rtol=1e-2, atol=1e-2)
+    assert "seg_0" not in FeatureExtractor([("rad-dino-tiny", ckpt)], seg_layers=4, patch_tokens=False)(batch)
+    # DaViT ignores seg_layers (its segmentation tokens are seg_stage's map).
+    mi2 = _checkpoint(tmp_path, "mi2-tiny")[0]
+    assert "seg_0" not in FeatureExtractor([("mi2-tiny", mi2)], seg_layers=4)(batch)
+    with pytest.raises(ValueError, match="seg_layers=0"):
+        FeatureExtractor([("rad-dino-tiny", ckpt)], seg_layers=0)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(n_layers=1, patch_tokens=False), dict(n_layers=9, max_patch_grid=4),
+                                dict(seg_stage=-3, seg_layers=3), dict(seg_stage=-2, seg_layers=9, max_patch_grid=2)])
+def test_bytes_per_image_is_what_the_extractor_returns(tmp_path, kw):
+    batch = _batch(2)
+    for name in ("rad-dino-tiny", "mi2-tiny"):
+        out = FeatureExtractor([(name, _checkpoint(tmp_path, name)[0])], **kw)(batch)
+        held = sum(v.nbytes for k, v in out.items() if k != "image_id")
+        assert bytes_per_image(name, **kw) * 2 == held, (name, kw)
+
+
+def test_bytes_per_image_of_the_full_size_encoders():
+    # RAD-DINO: 5 CLS-width float32 features; 37x37 tokens pooled to 16x16, float16, for 1 + 4 blocks.
+    assert bytes_per_image("rad-dino", seg_layers=4) == 4 * 5 * 768 + 2 * 256 * 768 * 5
+    # MI2 at 480 px: stages 120/60/30/15 px; stage -2 (1024 wide, 30x30) pooled to 16x16; last stage 15x15.
+    assert bytes_per_image("mi2", seg_stage=-2) == 4 * (256 + 512 + 1024 + 2 * 2048) + 2 * 225 * 2048 + 2 * 256 * 1024
 
 
 def _png(array: np.ndarray, path):

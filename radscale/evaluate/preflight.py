@@ -1,0 +1,76 @@
+"""Checks of the evaluation phase that run before any training (`radscale validate`, `run_sweep`): an
+evaluation that cannot run would otherwise fail only after every trial has spent its budget."""
+from __future__ import annotations
+
+import os
+from itertools import groupby
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from radscale.config.specs import EvalSpec
+from radscale.errors import RadscaleError
+from radscale.evaluate.extract import bytes_per_image
+from radscale.evaluate.suite import needs_patch_tokens
+from radscale.models.registry import get_flavour
+
+# evaluate_trials holds a pass's columns and, while it reorders them, the reordered copies (on a CPU driver in
+# Ray's object store, the local copy dropped: orchestrate/evaluation.py `_stage`).
+COPIES = 2
+
+
+def check_decoder(spec: EvalSpec) -> None:
+    if spec.report_generation and spec.report_decoder != "small" and not Path(spec.report_decoder).is_dir():
+        raise RadscaleError(f"eval.report_decoder: {spec.report_decoder!r} is neither 'small' nor a local folder "
+                            f"with a Hugging Face causal LM")
+
+
+def host_memory_bytes() -> int:
+    """This host's memory, or the container's limit when lower (cgroup v2, then v1)."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for f in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(f).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            return min(total, int(text))
+    return total
+
+
+def feature_memory_bytes(spec: EvalSpec, encoders: list[str], n_rows: int, has_masks: bool) -> int:
+    """Driver memory of the largest extraction pass: encoders of one input size share a pass, `models_per_pass`
+    at a time (orchestrate/evaluation.py `evaluate_trials`); bounded by the largest ones, whichever trials are
+    left by then. Plus the pass's decoded images (uint8, in Ray's object store)."""
+    patch = needs_patch_tokens(spec)
+    seg = patch and spec.segmentation and has_masks
+    per = {name: bytes_per_image(name, n_layers=spec.layers, max_patch_grid=spec.max_patch_grid,
+                                 patch_tokens=patch, seg_stage=spec.seg_stage if seg else -1,
+                                 seg_layers=spec.seg_layers if seg else 1) for name in set(encoders)}
+    size_of = lambda name: get_flavour(name).img_size       # noqa: E731
+    worst = 0
+    for size, group in groupby(sorted(encoders, key=size_of), key=size_of):
+        largest = sorted((per[n] for n in group), reverse=True)[:spec.models_per_pass]
+        worst = max(worst, COPIES * sum(largest) + size * size)
+    return n_rows * worst
+
+
+def check_evaluation(spec: EvalSpec, encoders: list[str], eval_rows: str, *, on_this_host: bool = True) -> int:
+    """Refuses an evaluation whose decoder is missing or whose features would not fit the driver's memory
+    (`eval.max_feature_gb`, default 80 % of this host's); returns the estimated bytes of the largest pass.
+    encoders: the encoder name of every trial still to evaluate. on_this_host=False (`radscale validate`, maybe
+    not on the cluster): without an explicit max_feature_gb nothing is refused for its size."""
+    check_decoder(spec)
+    meta = pq.ParquetFile(eval_rows)
+    has_masks = ("mask_uri" in meta.schema_arrow.names
+                 and pq.read_table(eval_rows, columns=["mask_uri"]).column("mask_uri").null_count < meta.metadata.num_rows)
+    need = feature_memory_bytes(spec, encoders, meta.metadata.num_rows, has_masks)
+    if not spec.max_feature_gb and not on_this_host:
+        return need
+    limit = spec.max_feature_gb * 1e9 if spec.max_feature_gb else 0.8 * host_memory_bytes()
+    if need > limit:
+        raise RadscaleError(
+            f"eval: frozen features of {meta.metadata.num_rows:,} eval images would hold ~{need / 1e9:.3g} GB on "
+            f"the driver, over eval.max_feature_gb ({limit / 1e9:.3g} GB); lower data.max_eval_images, "
+            f"eval.models_per_pass, eval.max_patch_grid or eval.seg_layers")
+    return need
