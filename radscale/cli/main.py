@@ -29,7 +29,7 @@ def _validate(args) -> int:
     from radscale.config.load import load_job
     from radscale.config.trial import plan_trials
     from radscale.data.sweep_data import prepare_sweep_data
-    from radscale.evaluate.preflight import check_evaluation, host_memory_bytes
+    from radscale.evaluate.preflight import check_evaluation, memory_limit_bytes
 
     job = load_job(args.job, args.set)
     data = prepare_sweep_data(job, Path(job.sweep.output_dir) / job.sweep.name)
@@ -38,7 +38,7 @@ def _validate(args) -> int:
     print(f"radscale: {args.job} is valid: {len(trials)} trials ({sum(t.trained for t in trials)} to train), "
           f"pretraining pool {data.pool_size} images, eval domains {', '.join(data.domains)}, "
           f"~{features / 1e9:.3g} GB of driver memory in the largest extraction pass")
-    if not job.eval.max_feature_gb and features > 0.8 * host_memory_bytes():
+    if not job.eval.max_feature_gb and features > memory_limit_bytes(job.eval):
         print("radscale: warning: that is over 80 % of this host's memory; `radscale sweep` refuses it on a "
               "host like this one (set eval.max_feature_gb to check against the cluster's head)")
     return 0

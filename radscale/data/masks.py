@@ -18,6 +18,11 @@ from PIL import Image
 from radscale.data.images import ImageDecodeError, read_uri, target_size
 
 
+def has_mask_uris(meta) -> bool:
+    """Whether any eval row (a DataFrame) names a mask file: segmentation runs only then."""
+    return "mask_uri" in meta.columns and bool(meta["mask_uri"].notna().any())
+
+
 def square_mask(mask: np.ndarray, size: int) -> np.ndarray:
     """uint8 bitfield [H, W] -> [size, size]: short side to `size` (area per bit, > 0 kept), centre crop."""
     m = np.asarray(mask)

@@ -9,9 +9,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from radscale.config.specs import EvalSpec
+from radscale.data.masks import has_mask_uris
 from radscale.errors import RadscaleError
 from radscale.evaluate.extract import bytes_per_image
-from radscale.evaluate.suite import needs_patch_tokens
+from radscale.evaluate.suite import extraction_options
 from radscale.models.registry import get_flavour
 
 # evaluate_trials holds a pass's columns and, while it reorders them, the reordered copies (on a CPU driver in
@@ -38,15 +39,17 @@ def host_memory_bytes() -> int:
     return total
 
 
+def memory_limit_bytes(spec: EvalSpec) -> float:
+    """`eval.max_feature_gb`, or 80 % of this host's memory when 0."""
+    return spec.max_feature_gb * 1e9 if spec.max_feature_gb else 0.8 * host_memory_bytes()
+
+
 def feature_memory_bytes(spec: EvalSpec, encoders: list[str], n_rows: int, has_masks: bool) -> int:
     """Driver memory of the largest extraction pass: encoders of one input size share a pass, `models_per_pass`
     at a time (orchestrate/evaluation.py `evaluate_trials`); bounded by the largest ones, whichever trials are
     left by then. Plus the pass's decoded images (uint8, in Ray's object store)."""
-    patch = needs_patch_tokens(spec)
-    seg = patch and spec.segmentation and has_masks
-    per = {name: bytes_per_image(name, n_layers=spec.layers, max_patch_grid=spec.max_patch_grid,
-                                 patch_tokens=patch, seg_stage=spec.seg_stage if seg else -1,
-                                 seg_layers=spec.seg_layers if seg else 1) for name in set(encoders)}
+    options = extraction_options(spec, has_masks)
+    per = {name: bytes_per_image(name, **options) for name in set(encoders)}
     size_of = lambda name: get_flavour(name).img_size       # noqa: E731
     worst = 0
     for size, group in groupby(sorted(encoders, key=size_of), key=size_of):
@@ -61,16 +64,14 @@ def check_evaluation(spec: EvalSpec, encoders: list[str], eval_rows: str, *, on_
     encoders: the encoder name of every trial still to evaluate. on_this_host=False (`radscale validate`, maybe
     not on the cluster): without an explicit max_feature_gb nothing is refused for its size."""
     check_decoder(spec)
-    meta = pq.ParquetFile(eval_rows)
-    has_masks = ("mask_uri" in meta.schema_arrow.names
-                 and pq.read_table(eval_rows, columns=["mask_uri"]).column("mask_uri").null_count < meta.metadata.num_rows)
-    need = feature_memory_bytes(spec, encoders, meta.metadata.num_rows, has_masks)
+    meta = pq.read_table(eval_rows, columns=[c for c in ("mask_uri",) if c in pq.read_schema(eval_rows).names])
+    need = feature_memory_bytes(spec, encoders, meta.num_rows, has_mask_uris(meta.to_pandas()))
     if not spec.max_feature_gb and not on_this_host:
         return need
-    limit = spec.max_feature_gb * 1e9 if spec.max_feature_gb else 0.8 * host_memory_bytes()
+    limit = memory_limit_bytes(spec)
     if need > limit:
         raise RadscaleError(
-            f"eval: frozen features of {meta.metadata.num_rows:,} eval images would hold ~{need / 1e9:.3g} GB on "
+            f"eval: frozen features of {meta.num_rows:,} eval images would hold ~{need / 1e9:.3g} GB on "
             f"the driver, over eval.max_feature_gb ({limit / 1e9:.3g} GB); lower data.max_eval_images, "
             f"eval.models_per_pass, eval.max_patch_grid or eval.seg_layers")
     return need

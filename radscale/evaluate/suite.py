@@ -181,3 +181,12 @@ def evaluate_encoder(features: np.ndarray, patch: np.ndarray | None, meta: pd.Da
 
 def needs_patch_tokens(spec: EvalSpec) -> bool:
     return spec.attention_probe or spec.segmentation or spec.report_generation
+
+
+def extraction_options(spec: EvalSpec, segmentation: bool) -> dict:
+    """The column arguments of FeatureExtractor (and of `bytes_per_image`) for an evaluation: patch tokens for
+    the patch-token families, segmentation tokens only when segmentation runs (rows with masks)."""
+    patch = needs_patch_tokens(spec)
+    seg = patch and spec.segmentation and segmentation
+    return dict(n_layers=spec.layers, max_patch_grid=spec.max_patch_grid, patch_tokens=patch,
+                seg_stage=spec.seg_stage if seg else -1, seg_layers=spec.seg_layers if seg else 1)

@@ -15,11 +15,12 @@ import torch
 
 from radscale.config.specs import EvalSpec, JobSpec
 from radscale.config.trial import TrialSpec
-from radscale.data.masks import load_square_masks
+from radscale.data.masks import has_mask_uris, load_square_masks
 from radscale.data.sweep_data import SweepData
 from radscale.data.vocab import Vocabulary
 from radscale.evaluate.preflight import check_decoder
-from radscale.evaluate.suite import SegMasks, SuiteResult, evaluate_encoder, known_masks, needs_patch_tokens
+from radscale.evaluate.suite import (SegMasks, SuiteResult, evaluate_encoder, extraction_options, known_masks,
+                                    needs_patch_tokens)
 from radscale.models.registry import get_flavour
 from radscale.orchestrate.ingest import eval_images, extract_features
 from radscale.orchestrate.paths import SweepPaths
@@ -32,7 +33,7 @@ def _masks(meta: pd.DataFrame, size: int, spec: EvalSpec) -> SegMasks | None:
     """Every eval row's mask in the geometry of its image at min(size, seg_mask_size) px (data/masks.py)."""
     if not spec.segmentation:
         return None
-    if "mask_uri" not in meta.columns or not meta["mask_uri"].notna().any():
+    if not has_mask_uris(meta):
         log.info("segmentation skipped: the eval rows carry no mask_uri")
         return None
     masks, failed = load_square_masks(meta["mask_uri"].tolist(), min(size, spec.seg_mask_size))
@@ -83,10 +84,8 @@ def evaluate_trials(job: JobSpec, trials: list[TrialSpec], data: SweepData, path
             chunk = group[start:start + step]
             ids, feats, patches, segs = extract_features(
                 images, [(t.encoder.name, str(paths.encoder(t.trial_id))) for t in chunk], spec.batch_size,
-                spec.actors, spec.actor_gpus, n_layers=spec.layers, max_patch_grid=spec.max_patch_grid,
-                patch_tokens=patch_tokens, precision=spec.precision,
-                seg_stage=spec.seg_stage if masks_all is not None else -1,      # None: no segmentation
-                seg_layers=spec.seg_layers if masks_all is not None else 1)
+                spec.actors, spec.actor_gpus, precision=spec.precision,
+                **extraction_options(spec, masks_all is not None))            # None: no segmentation
             pos = pd.Series(np.arange(len(ids)), index=pd.Index(ids, name="eval_id"))
             kept = meta_all["eval_id"].isin(pos.index).to_numpy()            # quarantined rows drop
             meta = meta_all[kept].reset_index(drop=True)
