@@ -1,7 +1,9 @@
 """Probes on a pretrained encoder beat probes on its random init (the sweep's size-0 trial, same shape).
 
-One real sweep: mi2-tiny UniCL on 1,000 phantom images for 180 s, then the full suite on both checkpoints.
-Margins are about half of what was measured (2026-12-06, docs/SCIENCE.md "Learning signal at CPU scale").
+One real sweep: mi2-tiny UniCL on 1,000 phantom images for 24,000 samples (~200-225 s here), then the full suite
+on both checkpoints. The budget counts samples, not seconds: how far the encoder gets must not depend on the CI
+machine's speed (a 180 s budget gave 19,100 samples on one CI run and a tubes gain of 0.09; the tube-tip classes
+emerge late). Margins are at most half of what was measured (docs/SCIENCE.md "Learning signal at CPU scale").
 Segmentation reads DaViT's stride-8 stage (seg_stage = -3, an 8x8 grid at 64 px): on the last stage's 2x2 grid
 Dice was ~0.02 for both encoders."""
 import subprocess
@@ -25,7 +27,8 @@ image_size = 128
 name = "mi2-tiny"
 objective = "unicl"
 [budget]
-value = 180.0
+mode = "samples"
+value = 24000
 [train]
 batch_size = 16
 lr = 5e-4
