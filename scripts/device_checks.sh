@@ -71,7 +71,8 @@ check train-rad-dino 240 train --encoder "$dino" --objective dinov2 --batch-size
     --peak-tflops "$peak" "${z0[@]}" "${dev[@]}"
 check train-mi2-clip 240 train --encoder "$mi2" --objective clip --batch-size 16 --seconds "$secs" \
     --peak-tflops "$peak" "${z0[@]}" "${dev[@]}"
-# Issue 4 + 5: extraction, the actor's callable vs bare (target >= 0.9; no ray there), bf16 as eval.precision.
+# Issue 4 + 5: extraction, the actor's callable vs bare (target >= 0.9; no ray there), bf16 as eval.precision,
+# with the segmentation tokens of the eval defaults (RAD-DINO: last 4 blocks; MI2: stride-16 stage).
 check extract-rad-dino 120 extract --encoder "$dino" --precision bf16 --without-ray "${imgs[@]}" "${dev[@]}"
 check extract-mi2 120 extract --encoder "$mi2" --precision bf16 --without-ray "${imgs_mi2[@]}" "${dev[@]}"
 # Issue 4: the compiled DINOv2 step (target >= 45% of 797 TFLOP/s).

@@ -7,9 +7,11 @@ the same synthetic uint8 images of the encoder's input size, the same batch size
 - bare: `torch.inference_mode()`, the images already in memory, `forward_features` per batch, the same feature
   vector (CLS of the last `layers` blocks ++ mean patch token; DaViT: its pooled feature ++ mean patch token, so
   radscale additionally averages the earlier stage maps) and, with patch tokens, the same pooled float16 tokens,
-  copied to the host.
+  copied to the host, and the segmentation tokens evaluation extracts for rows with masks (`--seg-layers`,
+  `--seg-stage`; defaults as `eval`): ViT the last blocks' patch tokens, each pooled, concatenated; DaViT the
+  stage map, kept by a forward hook.
 `features_max_abs_diff` is the largest difference between the two sides' features (same image id; the columns
-both have): the check that both sides did the same work.
+both have), `seg_max_abs_diff` between their segmentation tokens: the checks that both sides did the same work.
 
 `--without-ray` swaps the radscale side for `FeatureExtractor` called in-process on the same batches (the actor's
 callable without Ray Data's transport): the compute path alone, for machines without ray (a bare GPU box).
@@ -77,45 +79,66 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _host_f16(tokens: torch.Tensor, max_patch_grid: int) -> torch.Tensor:
+    return pool_patch_tokens(tokens.float(), max_patch_grid).to(torch.float16).cpu()
+
+
 @torch.inference_mode()
 def bare_features(model: torch.nn.Module, images: torch.Tensor, device: torch.device, layers: int,
-                  patch_tokens: bool, max_patch_grid: int, bf16: bool = False
-                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One batch, uint8 [B,S,S] on the host -> (features [B,F] float32, pooled patch tokens float16) on the host."""
+                  patch_tokens: bool, max_patch_grid: int, bf16: bool = False, seg_layers: int = 1,
+                  seg_stage: int = -1) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """One batch, uint8 [B,S,S] on the host -> (features [B,F] float32, pooled patch tokens float16, pooled
+    segmentation tokens float16 or None) on the host."""
     x = images.to(device).unsqueeze(1).float() / 255.0
+    seg_parts: list[torch.Tensor] = []
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
         if isinstance(model, ViTEncoder):
             depth = len(model.vit.blocks)
             taken = tuple(range(max(0, depth - layers), depth))
-            f = model.forward_features(x, layers=taken)
+            seg_taken = tuple(range(max(0, depth - seg_layers), depth)) if patch_tokens and seg_layers > 1 else ()
+            f = model.forward_features(x, layers=taken, patch_layers=seg_taken)
             cls = [f[f"layer{j}"] for j in taken]
+            seg_parts = [pool_patch_tokens(f[f"patch{j}"], max_patch_grid) for j in seg_taken]
         else:
-            f = model.forward_features(x)
+            hook = None
+            if patch_tokens and seg_stage != -1:
+                hook = model.davit.stages[seg_stage].register_forward_hook(
+                    lambda _m, _i, out: seg_parts.append(out.flatten(2).transpose(1, 2)))
+            try:
+                f = model.forward_features(x)
+            finally:
+                if hook is not None:
+                    hook.remove()
             cls = [f["cls"]]
     feats = torch.cat([c.float() for c in cls] + [f["patch"].float().mean(1)], dim=1).cpu()
-    patch = pool_patch_tokens(f["patch"].float(), max_patch_grid).to(torch.float16).cpu() if patch_tokens else None
-    return feats, patch
+    patch = _host_f16(f["patch"], max_patch_grid) if patch_tokens else None
+    seg = _host_f16(torch.cat(seg_parts, -1), max_patch_grid) if seg_parts else None
+    return feats, patch, seg
 
 
 def bare_loop(encoder: str, checkpoint: str, images: np.ndarray, batch_size: int, device: torch.device,
-              layers: int, patch_tokens: bool, max_patch_grid: int, repeats: int, bf16: bool = False) -> dict:
-    """Median images/s over `repeats` full passes after one warm-up batch, and the features of the last pass."""
+              layers: int, patch_tokens: bool, max_patch_grid: int, repeats: int, bf16: bool = False,
+              seg_layers: int = 1, seg_stage: int = -1) -> dict:
+    """Median images/s over `repeats` full passes after one warm-up batch, and the features (and segmentation
+    tokens, or None) of the last pass."""
     model = build_image_encoder(encoder)
     model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True), strict=True)
     model = model.eval().to(device)
     host = torch.from_numpy(images)
-    args = (device, layers, patch_tokens, max_patch_grid, bf16)
+    args = (device, layers, patch_tokens, max_patch_grid, bf16, seg_layers, seg_stage)
     bare_features(model, host[:batch_size], *args)          # warm-up (allocator, kernels), untimed
     _sync(device)
-    rates, feats = [], []
+    rates, outs = [], []
     for _ in range(repeats):
-        feats = []
+        outs = []
         t0 = time.perf_counter()
         for s in range(0, len(host), batch_size):
-            feats.append(bare_features(model, host[s:s + batch_size], *args)[0])
+            outs.append(bare_features(model, host[s:s + batch_size], *args))
         _sync(device)
         rates.append(len(host) / (time.perf_counter() - t0))
-    return {"images_per_s": statistics.median(rates), "features": torch.cat(feats).numpy()}
+    seg = [o[2] for o in outs if o[2] is not None]
+    return {"images_per_s": statistics.median(rates), "features": torch.cat([o[0] for o in outs]).numpy(),
+            "seg": torch.cat(seg).numpy() if seg else None}
 
 
 class _FirstBatchClock:
@@ -150,11 +173,13 @@ class _Observed:
 
 
 def callable_loop(encoder: str, checkpoint: str, images: np.ndarray, batch_size: int, device: torch.device,
-                  layers: int, patch_tokens: bool, max_patch_grid: int, repeats: int, precision: str) -> dict:
+                  layers: int, patch_tokens: bool, max_patch_grid: int, repeats: int, precision: str,
+                  seg_layers: int = 1, seg_stage: int = -1) -> dict:
     """`--without-ray`: the actor's callable (`FeatureExtractor`) in-process, timed like `bare_loop` (one untimed
     warm-up batch, then `repeats` full passes; each batch's numpy output is on the host when it returns)."""
     fx = FeatureExtractor([(encoder, checkpoint)], device=str(device), n_layers=layers,
-                          max_patch_grid=max_patch_grid, patch_tokens=patch_tokens, precision=precision)
+                          max_patch_grid=max_patch_grid, patch_tokens=patch_tokens, precision=precision,
+                          seg_layers=seg_layers, seg_stage=seg_stage)
     batches = [{"image_id": np.arange(s, min(s + batch_size, len(images))).astype(str),
                 "image": images[s:s + batch_size]} for s in range(0, len(images), batch_size)]
     fx(batches[0])
@@ -168,12 +193,13 @@ def callable_loop(encoder: str, checkpoint: str, images: np.ndarray, batch_size:
     # No per-pass startup in-process: the model loaded once above (an actor pays it per pass).
     return {"images_per_s": statistics.median(rates), "first_batch_s": 0.0, "pass_s": statistics.median(pass_s),
             "features": np.concatenate([o["features_0"] for o in outs]),
+            "seg": np.concatenate([o["seg_0"] for o in outs]) if "seg_0" in outs[0] else None,
             "ids": np.concatenate([o["image_id"] for o in outs])}
 
 
 def radscale_loop(encoder: str, checkpoint: str, images: np.ndarray, batch_size: int, actors: int,
                   actor_gpus: float, layers: int, patch_tokens: bool, max_patch_grid: int, repeats: int,
-                  precision: str = "fp32") -> dict:
+                  precision: str = "fp32", seg_layers: int = 1, seg_stage: int = -1) -> dict:
     """Median images/s of `extract_features` from its first output batch to its return, over `repeats` passes."""
     from radscale.orchestrate.ingest import extract_features
 
@@ -184,8 +210,8 @@ def radscale_loop(encoder: str, checkpoint: str, images: np.ndarray, batch_size:
         t0 = time.perf_counter()
         res = extract_features(clock, [(encoder, checkpoint)], batch_size, actors, actor_gpus,
                                n_layers=layers, max_patch_grid=max_patch_grid, patch_tokens=patch_tokens,
-                               precision=precision)
-        ids, feats = res.ids, res.features
+                               precision=precision, seg_layers=seg_layers, seg_stage=seg_stage)
+        ids, feats, seg = res.ids, res.features, res.seg[0]
         t1 = time.perf_counter()
         if clock.first_t is None or clock.first_rows >= len(images):
             raise RadscaleError("bench extract: no output batch after the first one (extract_features no longer "
@@ -196,13 +222,15 @@ def radscale_loop(encoder: str, checkpoint: str, images: np.ndarray, batch_size:
         pass_s.append(t1 - t0)
     order = np.argsort(np.asarray([int(i) for i in ids]))   # actor pools need not keep the input order
     return {"images_per_s": statistics.median(rates), "first_batch_s": statistics.median(first_s),
-            "pass_s": statistics.median(pass_s), "features": feats[0][order], "ids": np.asarray(ids)[order]}
+            "pass_s": statistics.median(pass_s), "features": feats[0][order],
+            "seg": None if seg is None else seg[order], "ids": np.asarray(ids)[order]}
 
 
 def run_extract_bench(encoder: str = "rad-dino-tiny", batch_size: int = 64, images: int = 2048, device: str = "",
                       actors: int = 1, repeats: int = 1, layers: int = EvalSpec().layers,
                       patch_tokens: bool = True, max_patch_grid: int = EvalSpec().max_patch_grid,
-                      precision: str = "fp32", without_ray: bool = False) -> dict:
+                      precision: str = "fp32", without_ray: bool = False, seg_layers: int = EvalSpec().seg_layers,
+                      seg_stage: int = EvalSpec().seg_stage) -> dict:
     """Both sides on `images` synthetic images (see the module docstring); one flat dict of results."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type not in ("cpu", "cuda"):
@@ -211,12 +239,16 @@ def run_extract_bench(encoder: str = "rad-dino-tiny", batch_size: int = 64, imag
         raise RadscaleError(f"bench extract: --precision {precision!r}: expected fp32 or bf16")
     if min(batch_size, images, actors, repeats, layers) < 1:
         raise RadscaleError("bench extract: --batch-size, --images, --actors, --repeats and --layers must be >= 1")
+    if seg_layers < 1 or not -4 <= seg_stage <= -1:
+        raise RadscaleError(f"bench extract: --seg-layers {seg_layers} must be >= 1 and --seg-stage {seg_stage} "
+                            f"in -4..-1")
     if images <= max(batch_size, BLOCK_ROWS):
         raise RadscaleError(f"bench extract: --images {images} must exceed --batch-size {batch_size} and "
                             f"{BLOCK_ROWS} (the first batch / block of each side is warm-up)")
     bf16 = uses_bf16(precision, dev)
     actor_gpus = min(1.0, torch.cuda.device_count() / actors) if dev.type == "cuda" else 0.0
     pixels = synthetic_images(images, get_flavour(encoder).img_size)
+    seg = dict(seg_layers=seg_layers, seg_stage=seg_stage)
     threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory(prefix="radscale-bench-extract-") as tmp:
         ckpt = str(Path(tmp) / "encoder.pt")
@@ -225,20 +257,25 @@ def run_extract_bench(encoder: str = "rad-dino-tiny", batch_size: int = 64, imag
             if dev.type == "cpu":
                 torch.set_num_threads(CPU_ACTOR_THREADS)
             bare = bare_loop(encoder, ckpt, pixels, batch_size, dev, layers, patch_tokens, max_patch_grid, repeats,
-                             bf16)
+                             bf16, **seg)
             if without_ray:
                 ours = callable_loop(encoder, ckpt, pixels, batch_size, dev, layers, patch_tokens, max_patch_grid,
-                                     repeats, precision)
+                                     repeats, precision, **seg)
         finally:
             torch.set_num_threads(threads)
         if not without_ray:
             ours = _ray_side(encoder, ckpt, pixels, batch_size, dev, actors, actor_gpus, layers, patch_tokens,
-                             max_patch_grid, repeats, precision)
+                             max_patch_grid, repeats, precision, seg)
     # Same image ids; the trailing columns both sides have (all of them for ViT; DaViT: pooled ++ mean patch).
     width = min(ours["features"].shape[1], bare["features"].shape[1])
     same_ids = bool(np.array_equal(ours["ids"], np.arange(images).astype(str)))
     diff = float(np.abs(ours["features"][:, -width:] - bare["features"][:, -width:]).max()) if same_ids \
         else float("inf")
+    if (ours["seg"] is None) != (bare["seg"] is None):
+        raise RadscaleError("bench extract: only one side produced segmentation tokens; see radscale/orchestrate/"
+                            "bench_extract.py `bare_features`")
+    seg_diff = None if bare["seg"] is None else float("inf") if not same_ids or ours["seg"].shape != \
+        bare["seg"].shape else float(np.abs(ours["seg"].astype(np.float32) - bare["seg"].astype(np.float32)).max())
     return {"bench": "extract", "encoder": encoder, "device": str(dev),
             "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
             "radscale_path": "feature-extractor" if without_ray else "ray-data-actor-pool",
@@ -247,15 +284,17 @@ def run_extract_bench(encoder: str = "rad-dino-tiny", batch_size: int = 64, imag
             "batch_size": batch_size, "images": images, "actors": 0 if without_ray else actors,
             "actor_gpus": 0.0 if without_ray else actor_gpus,
             "layers": layers, "patch_tokens": patch_tokens, "repeats": repeats,
+            "seg_tokens": None if bare["seg"] is None else list(bare["seg"].shape[1:]),
+            "seg_layers": seg_layers, "seg_stage": seg_stage,
             "radscale_images_per_s": ours["images_per_s"], "bare_images_per_s": bare["images_per_s"],
             "ratio": ours["images_per_s"] / bare["images_per_s"],
             "radscale_first_batch_s": ours["first_batch_s"], "radscale_pass_s": ours["pass_s"],
-            "features_max_abs_diff": diff}
+            "features_max_abs_diff": diff, "seg_max_abs_diff": seg_diff}
 
 
 def _ray_side(encoder: str, ckpt: str, pixels: np.ndarray, batch_size: int, dev: torch.device, actors: int,
               actor_gpus: float, layers: int, patch_tokens: bool, max_patch_grid: int, repeats: int,
-              precision: str) -> dict:
+              precision: str, seg: dict) -> dict:
     import ray
 
     from radscale.orchestrate.ray_env import init_ray
@@ -266,7 +305,7 @@ def _ray_side(encoder: str, ckpt: str, pixels: np.ndarray, batch_size: int, dev:
     init_ray()
     try:
         return radscale_loop(encoder, ckpt, pixels, batch_size, actors, actor_gpus, layers, patch_tokens,
-                             max_patch_grid, repeats, precision)
+                             max_patch_grid, repeats, precision, **seg)
     finally:
         if started:
             ray.shutdown()
@@ -284,7 +323,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--actors", type=int, default=1, help="actor-pool size (eval.actors)")
     p.add_argument("--repeats", type=int, default=1, help="timed passes per side; the median rate is reported")
     p.add_argument("--layers", type=int, default=EvalSpec().layers, help="eval.layers")
-    p.add_argument("--no-patch-tokens", action="store_true", help="leave the pooled patch tokens out")
+    p.add_argument("--no-patch-tokens", action="store_true",
+                   help="leave the pooled patch tokens (and the segmentation tokens) out")
+    p.add_argument("--seg-layers", type=int, default=EvalSpec().seg_layers,
+                   help="eval.seg_layers: ViT blocks of the segmentation tokens (1 = none)")
+    p.add_argument("--seg-stage", type=int, default=EvalSpec().seg_stage,
+                   help="eval.seg_stage: DaViT stage of the segmentation tokens (-1 = none)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
                    help="eval.precision: bf16 autocast on a GPU, both sides (CPU: fp32)")
     p.add_argument("--without-ray", action="store_true",
@@ -292,4 +336,5 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     print(json.dumps(run_extract_bench(a.encoder, a.batch_size, a.images, a.device, a.actors, a.repeats,
                                        a.layers, not a.no_patch_tokens, precision=a.precision,
-                                       without_ray=a.without_ray)))
+                                       without_ray=a.without_ray, seg_layers=a.seg_layers,
+                                       seg_stage=a.seg_stage)))

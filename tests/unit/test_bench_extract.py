@@ -28,6 +28,18 @@ def ray_local():
     ray.shutdown()
 
 
+@pytest.fixture
+def two_checkpoints(tmp_path) -> tuple[str, str]:
+    """The same encoder's weights from seeds 0 and 1: the comparisons must tell them apart."""
+    paths = str(tmp_path / "a.pt"), str(tmp_path / "b.pt")
+    for seed, path in enumerate(paths):
+        save_random_encoder(ENC, path, seed=seed)
+    return paths
+
+
+CPU = torch.device("cpu")
+
+
 def test_cli_prints_one_json_line_with_both_rates(ray_local, capsys):
     threads = torch.get_num_threads()
     assert main(["bench", "extract", "--device", "cpu", "--images", "192", "--batch-size", "16"]) == 0
@@ -41,24 +53,22 @@ def test_cli_prints_one_json_line_with_both_rates(ray_local, capsys):
     assert out["radscale_images_per_s"] > 0 and out["bare_images_per_s"] > 0
     assert out["ratio"] == pytest.approx(out["radscale_images_per_s"] / out["bare_images_per_s"])
     assert out["features_max_abs_diff"] <= 1e-5            # same weights, same images, same features
+    assert out["seg_tokens"] == [64, 4 * 96] and out["seg_max_abs_diff"] <= 1e-3   # eval's seg_layers = 4
     assert torch.get_num_threads() == threads               # the bare loop's thread setting is restored
     import ray
     assert ray.is_initialized()                             # an instance the bench did not start stays up
 
 
-def test_both_sides_compute_the_same_features_per_image(ray_local, tmp_path):
+def test_both_sides_compute_the_same_features_per_image(ray_local, two_checkpoints):
     images = synthetic_images(80, 64, seed=3)
-    same, other = str(tmp_path / "a.pt"), str(tmp_path / "b.pt")
-    save_random_encoder(ENC, same, seed=0)
-    save_random_encoder(ENC, other, seed=1)
-    cpu = torch.device("cpu")
+    same, other = two_checkpoints
     ours = radscale_loop(ENC, same, images, 16, 1, 0.0, 4, False, 16, 1)
     assert list(ours["ids"]) == [str(i) for i in range(80)]
-    bare = bare_loop(ENC, same, images, 16, cpu, 4, False, 16, 1)
+    bare = bare_loop(ENC, same, images, 16, CPU, 4, False, 16, 1)
     assert ours["features"].shape == bare["features"].shape == (80, 5 * 96)     # 4 CLS ++ mean patch, D=96
     np.testing.assert_allclose(ours["features"], bare["features"], atol=1e-5, rtol=0)
     # The comparison can fail: other weights give other features.
-    wrong = bare_loop(ENC, other, images, 16, cpu, 4, False, 16, 1)
+    wrong = bare_loop(ENC, other, images, 16, CPU, 4, False, 16, 1)
     assert np.abs(ours["features"] - wrong["features"]).max() > 1e-2
 
 
@@ -76,3 +86,28 @@ def test_without_ray_times_the_actor_callable_on_the_same_work():
 def test_bad_precision_is_one_line_error():
     with pytest.raises(RadscaleError, match="--precision 'fp16': expected fp32 or bf16"):
         run_extract_bench(ENC, batch_size=16, images=96, device="cpu", precision="fp16")
+
+
+def test_both_sides_extract_the_same_segmentation_tokens(ray_local, two_checkpoints):
+    images = synthetic_images(80, 64, seed=4)
+    same, other = two_checkpoints
+    ours = radscale_loop(ENC, same, images, 16, 1, 0.0, 4, True, 16, 1, seg_layers=4)
+    bare = bare_loop(ENC, same, images, 16, CPU, 4, True, 16, 1, seg_layers=4)
+    assert ours["seg"].shape == bare["seg"].shape == (80, 64, 4 * 96)       # 8x8 grid, 4 blocks of D=96
+    np.testing.assert_allclose(ours["seg"].astype(np.float32), bare["seg"].astype(np.float32), atol=1e-3, rtol=0)
+    wrong = bare_loop(ENC, other, images, 16, CPU, 4, True, 16, 1, seg_layers=4)
+    assert np.abs(ours["seg"].astype(np.float32) - wrong["seg"].astype(np.float32)).max() > 1e-2
+    assert bare_loop(ENC, same, images, 16, CPU, 4, True, 16, 1)["seg"] is None      # seg_layers 1: none
+
+
+def test_davit_segmentation_stage_is_timed_on_both_sides():
+    out = run_extract_bench("mi2-tiny", batch_size=16, images=96, device="cpu", without_ray=True, seg_stage=-3)
+    assert (out["seg_tokens"], out["seg_stage"]) == ([64, 48], -3)           # stride 8 at 64 px, width 48
+    assert out["seg_max_abs_diff"] == 0.0 and out["features_max_abs_diff"] == 0.0
+    off = run_extract_bench("mi2-tiny", batch_size=16, images=96, device="cpu", without_ray=True, seg_stage=-1)
+    assert off["seg_tokens"] is None and off["seg_max_abs_diff"] is None
+
+
+def test_bad_segmentation_option_is_one_line_error():
+    with pytest.raises(RadscaleError, match="--seg-stage -5 in -4..-1"):
+        run_extract_bench(ENC, batch_size=16, images=96, device="cpu", seg_stage=-5)
