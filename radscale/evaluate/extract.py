@@ -62,6 +62,11 @@ def pool_patch_tokens(patch: torch.Tensor, max_grid: int) -> torch.Tensor:
     return x.flatten(2).transpose(1, 2)
 
 
+def pooled_f16(tokens: torch.Tensor, max_grid: int) -> torch.Tensor:
+    """Tokens as the extractor returns them: pooled to `max_grid`, float16, on the host."""
+    return pool_patch_tokens(tokens.float(), max_grid).to(torch.float16).cpu()
+
+
 def last_layer_cls(features: np.ndarray, dim: int) -> np.ndarray:
     """The last layer's CLS inside a `features_<i>` row block (its second-to-last D columns)."""
     return features[:, -2 * dim:-dim]
@@ -172,10 +177,7 @@ class FeatureExtractor:
                 feats, patch, seg = self._features(i, images)
             out[f"features_{i}"] = feats.cpu().numpy()
             if self.patch_tokens:
-                out[f"patch_{i}"] = self._pooled(patch)
+                out[f"patch_{i}"] = pooled_f16(patch, self.max_grid).numpy()
             if seg is not None:
-                out[f"seg_{i}"] = self._pooled(seg)
+                out[f"seg_{i}"] = pooled_f16(seg, self.max_grid).numpy()
         return out
-
-    def _pooled(self, tokens: torch.Tensor) -> np.ndarray:
-        return pool_patch_tokens(tokens.float(), self.max_grid).to(torch.float16).cpu().numpy()

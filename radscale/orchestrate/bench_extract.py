@@ -39,7 +39,7 @@ import torch
 
 from radscale.config.specs import EvalSpec
 from radscale.errors import RadscaleError
-from radscale.evaluate.extract import FeatureExtractor, pool_patch_tokens
+from radscale.evaluate.extract import FeatureExtractor, pool_patch_tokens, pooled_f16
 from radscale.models.precision import uses_bf16
 from radscale.models.registry import build_image_encoder, get_flavour
 from radscale.models.vit import ViTEncoder
@@ -79,16 +79,14 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _host_f16(tokens: torch.Tensor, max_patch_grid: int) -> torch.Tensor:
-    return pool_patch_tokens(tokens.float(), max_patch_grid).to(torch.float16).cpu()
-
-
 @torch.inference_mode()
 def bare_features(model: torch.nn.Module, images: torch.Tensor, device: torch.device, layers: int,
                   patch_tokens: bool, max_patch_grid: int, bf16: bool = False, seg_layers: int = 1,
-                  seg_stage: int = -1) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+                  stage_maps: list[torch.Tensor] | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """One batch, uint8 [B,S,S] on the host -> (features [B,F] float32, pooled patch tokens float16, pooled
-    segmentation tokens float16 or None) on the host."""
+    segmentation tokens float16 or None) on the host. stage_maps: where a DaViT stage hook (`_stage_hook`)
+    leaves its map."""
     x = images.to(device).unsqueeze(1).float() / 255.0
     seg_parts: list[torch.Tensor] = []
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
@@ -100,20 +98,20 @@ def bare_features(model: torch.nn.Module, images: torch.Tensor, device: torch.de
             cls = [f[f"layer{j}"] for j in taken]
             seg_parts = [pool_patch_tokens(f[f"patch{j}"], max_patch_grid) for j in seg_taken]
         else:
-            hook = None
-            if patch_tokens and seg_stage != -1:
-                hook = model.davit.stages[seg_stage].register_forward_hook(
-                    lambda _m, _i, out: seg_parts.append(out.flatten(2).transpose(1, 2)))
-            try:
-                f = model.forward_features(x)
-            finally:
-                if hook is not None:
-                    hook.remove()
+            f = model.forward_features(x)
             cls = [f["cls"]]
+            if stage_maps:
+                seg_parts = [stage_maps.pop()]
     feats = torch.cat([c.float() for c in cls] + [f["patch"].float().mean(1)], dim=1).cpu()
-    patch = _host_f16(f["patch"], max_patch_grid) if patch_tokens else None
-    seg = _host_f16(torch.cat(seg_parts, -1), max_patch_grid) if seg_parts else None
+    patch = pooled_f16(f["patch"], max_patch_grid) if patch_tokens else None
+    seg = pooled_f16(torch.cat(seg_parts, -1), max_patch_grid) if seg_parts else None
     return feats, patch, seg
+
+
+def _stage_hook(model: torch.nn.Module, seg_stage: int, maps: list[torch.Tensor]):
+    """A forward hook on a DaViT stage, registered once per loop, appending its map [B, h*w, C] to `maps`."""
+    return model.davit.stages[seg_stage].register_forward_hook(
+        lambda _m, _i, out: maps.append(out.flatten(2).transpose(1, 2)))
 
 
 def bare_loop(encoder: str, checkpoint: str, images: np.ndarray, batch_size: int, device: torch.device,
@@ -125,17 +123,24 @@ def bare_loop(encoder: str, checkpoint: str, images: np.ndarray, batch_size: int
     model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True), strict=True)
     model = model.eval().to(device)
     host = torch.from_numpy(images)
-    args = (device, layers, patch_tokens, max_patch_grid, bf16, seg_layers, seg_stage)
-    bare_features(model, host[:batch_size], *args)          # warm-up (allocator, kernels), untimed
-    _sync(device)
-    rates, outs = [], []
-    for _ in range(repeats):
-        outs = []
-        t0 = time.perf_counter()
-        for s in range(0, len(host), batch_size):
-            outs.append(bare_features(model, host[s:s + batch_size], *args))
+    maps: list[torch.Tensor] = []
+    hook = _stage_hook(model, seg_stage, maps) if patch_tokens and seg_stage != -1 and \
+        not isinstance(model, ViTEncoder) else None
+    args = (device, layers, patch_tokens, max_patch_grid, bf16, seg_layers, maps)
+    try:
+        bare_features(model, host[:batch_size], *args)          # warm-up (allocator, kernels), untimed
         _sync(device)
-        rates.append(len(host) / (time.perf_counter() - t0))
+        rates, outs = [], []
+        for _ in range(repeats):
+            outs = []
+            t0 = time.perf_counter()
+            for s in range(0, len(host), batch_size):
+                outs.append(bare_features(model, host[s:s + batch_size], *args))
+            _sync(device)
+            rates.append(len(host) / (time.perf_counter() - t0))
+    finally:
+        if hook is not None:
+            hook.remove()
     seg = [o[2] for o in outs if o[2] is not None]
     return {"images_per_s": statistics.median(rates), "features": torch.cat([o[0] for o in outs]).numpy(),
             "seg": torch.cat(seg).numpy() if seg else None}
@@ -269,13 +274,17 @@ def run_extract_bench(encoder: str = "rad-dino-tiny", batch_size: int = 64, imag
     # Same image ids; the trailing columns both sides have (all of them for ViT; DaViT: pooled ++ mean patch).
     width = min(ours["features"].shape[1], bare["features"].shape[1])
     same_ids = bool(np.array_equal(ours["ids"], np.arange(images).astype(str)))
-    diff = float(np.abs(ours["features"][:, -width:] - bare["features"][:, -width:]).max()) if same_ids \
-        else float("inf")
     if (ours["seg"] is None) != (bare["seg"] is None):
         raise RadscaleError("bench extract: only one side produced segmentation tokens; see radscale/orchestrate/"
                             "bench_extract.py `bare_features`")
-    seg_diff = None if bare["seg"] is None else float("inf") if not same_ids or ours["seg"].shape != \
-        bare["seg"].shape else float(np.abs(ours["seg"].astype(np.float32) - bare["seg"].astype(np.float32)).max())
+
+    def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:      # inf: the sides do not line up
+        if not same_ids or a.shape != b.shape:
+            return float("inf")
+        return float(np.abs(a.astype(np.float32) - b.astype(np.float32)).max())
+
+    diff = max_abs_diff(ours["features"][:, -width:], bare["features"][:, -width:])
+    seg_diff = None if bare["seg"] is None else max_abs_diff(ours["seg"], bare["seg"])
     return {"bench": "extract", "encoder": encoder, "device": str(dev),
             "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
             "radscale_path": "feature-extractor" if without_ray else "ray-data-actor-pool",
