@@ -89,22 +89,26 @@ def _splits(meta: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
             split == "test", domain)
 
 
-def segmentation_table(patch: np.ndarray, meta: pd.DataFrame, masks: SegMasks, spec: EvalSpec,
-                       device: str = "cpu") -> pd.DataFrame:
-    """Rows task="segmentation" (Dice, clDice per device type and macro) for each domain with masks."""
+def segmentation_table(tokens: np.ndarray, meta: pd.DataFrame, masks: SegMasks, spec: EvalSpec,
+                       device: str = "cpu", known_rows_only: bool = False) -> pd.DataFrame:
+    """Rows task="segmentation" (Dice, clDice per device type and macro) for each domain with masks.
+    tokens: one row per meta row, or with known_rows_only one per row with a known mask (masks.known), in order."""
+    if known_rows_only and len(tokens) != int(masks.known.sum()):
+        raise ValueError(f"segmentation: {len(tokens)} token rows for {int(masks.known.sum())} rows with masks")
+    at = np.cumsum(masks.known) - 1 if known_rows_only else np.arange(len(meta))     # meta row -> token row
     tr, va, te_all, domain = _splits(meta)
     tr, va = tr & masks.known, va & masks.known
     if not masks.masks[va].any() or not masks.masks[tr].any():     # nothing to learn or to select an epoch on
         return pd.DataFrame()
-    probe = fit_segmentation_probe(patch[tr], masks.masks[tr], patch[va], masks.masks[va],
-                                   patch_grid(patch.shape[1]), len(DEVICE_TYPES), spec.seg_head, spec.seg_epochs,
+    probe = fit_segmentation_probe(tokens[at[tr]], masks.masks[tr], tokens[at[va]], masks.masks[va],
+                                   patch_grid(tokens.shape[1]), len(DEVICE_TYPES), spec.seg_head, spec.seg_epochs,
                                    spec.seg_lr, spec.seed, device=device)
     patients = meta["patient_id"].to_numpy()
     parts = []
     for dom in sorted(set(domain)):
         te = te_all & (domain == dom) & masks.known
         if te.any():
-            parts.append(evaluate_segmentation(probe, patch[te], masks.masks[te], patients[te], DEVICE_TYPES,
+            parts.append(evaluate_segmentation(probe, tokens[at[te]], masks.masks[te], patients[te], DEVICE_TYPES,
                                                spec.bootstrap, spec.seed, domain=dom, device=device))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
@@ -155,7 +159,8 @@ def evaluate_encoder(features: np.ndarray, patch: np.ndarray | None, meta: pd.Da
                      seg_tokens: np.ndarray | None = None) -> SuiteResult:
     """All enabled families of one encoder. features [N, F] and patch [N, P, D] (None: patch-token families
     skipped) align with meta's rows (eval_id, patient_id, split, domain, labels[, mask_uri, report]).
-    seg_tokens [N, P', D'] (evaluate/extract.py `seg_<i>`) replace patch for segmentation when given."""
+    seg_tokens [K, P', D'] (evaluate/extract.py `seg_<i>`), one per row with a known mask (masks.known, in
+    order; orchestrate/ingest.py `extract_features(seg_ids=)`), replace patch for segmentation when given."""
     seconds: dict[str, float] = {}
     cpu: dict[str, float] = {}
     parts: list[pd.DataFrame] = []
@@ -172,7 +177,7 @@ def evaluate_encoder(features: np.ndarray, patch: np.ndarray | None, meta: pd.Da
                 run("attention", lambda: evaluate_attention_probes(patch, meta, spec, vocabulary, device))
             if spec.segmentation and masks is not None:
                 run("segmentation", lambda: segmentation_table(patch if seg_tokens is None else seg_tokens,
-                                                               meta, masks, spec, device))
+                                                               meta, masks, spec, device, seg_tokens is not None))
             if spec.report_generation:
                 run("report_generation", lambda: report_table(features, patch, meta, spec, vocabulary, device))
     parts = [p for p in parts if len(p)]

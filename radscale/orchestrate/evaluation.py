@@ -78,24 +78,28 @@ def evaluate_trials(job: JobSpec, trials: list[TrialSpec], data: SweepData, path
     for size, group in groupby(sorted(trials, key=size_of), key=size_of):
         images = eval_images(data.eval_rows, size, str(paths.quarantine))
         masks_all = _masks(meta_all, size, spec) if patch_tokens else None
+        seg_ids = None if masks_all is None else frozenset(meta_all["eval_id"][masks_all.known].astype(str))
         group = list(group)
         step = spec.models_per_pass
         for start in range(0, len(group), step):
             chunk = group[start:start + step]
-            ids, feats, patches, segs = extract_features(
+            ids, feats, patches, segs, seg_order = extract_features(
                 images, [(t.encoder.name, str(paths.encoder(t.trial_id))) for t in chunk], spec.batch_size,
-                spec.actors, spec.actor_gpus, precision=spec.precision,
+                spec.actors, spec.actor_gpus, precision=spec.precision, seg_ids=seg_ids,
                 **extraction_options(spec, masks_all is not None))            # None: no segmentation
             pos = pd.Series(np.arange(len(ids)), index=pd.Index(ids, name="eval_id"))
             kept = meta_all["eval_id"].isin(pos.index).to_numpy()            # quarantined rows drop
             meta = meta_all[kept].reset_index(drop=True)
             rows = pos.loc[meta["eval_id"]].to_numpy()
             masks = None if masks_all is None else SegMasks(masks_all.masks[kept], masks_all.known[kept])
+            # Segmentation tokens: only the rows with a known mask, in meta order (evaluate_encoder's seg_tokens).
+            seg_rows = None if masks is None else \
+                pd.Series(np.arange(len(seg_order)), index=seg_order).loc[meta["eval_id"][masks.known]].to_numpy()
             inputs = []
             for i in range(len(chunk)):     # one encoder at a time, so the pass never holds three copies
-                cols = (feats[i], patches[i], segs[i])
+                cols = ((feats[i], rows), (patches[i], rows), (segs[i], seg_rows))
                 feats[i] = patches[i] = segs[i] = None
-                inputs.append(tuple(None if x is None else _stage(x[rows], device) for x in cols))
+                inputs.append(tuple(None if x is None else _stage(x[at], device) for x, at in cols))
             for t, res in zip(chunk, _run_suites(inputs, meta, spec, vocabulary, masks, device)):
                 log.info("%s: evaluation %s", t.trial_id, ", ".join(f"{k} {v:.1f} s" for k, v in res.seconds.items()))
                 (paths.trial_dir(t.trial_id) / SECONDS_JSON).write_text(json.dumps(res.seconds, sort_keys=True))

@@ -1,7 +1,7 @@
 """Ray Data pipelines: a trial's nested pretraining subset, and the evaluation images."""
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import AbstractSet, NamedTuple
 
 import numpy as np
 import ray.data
@@ -77,16 +77,19 @@ class Extracted(NamedTuple):
     ids: list[str]
     features: list[np.ndarray]               # float32 [N, F]
     patches: list[np.ndarray | None]         # float16 [N, P, D], None without patch tokens
-    seg: list[np.ndarray | None]             # float16 [N, P'', D_s] segmentation tokens (extract.py), or None
+    seg: list[np.ndarray | None]             # float16 [K, P'', D_s] segmentation tokens (extract.py), or None
+    seg_ids: list[str]                       # the K rows of `seg`, in its order
 
 
 def extract_features(images: ray.data.Dataset, models: list[tuple[str, str]], batch_size: int,
                      actors: int, actor_gpus: float, *, n_layers: int = 4, max_patch_grid: int = 16,
                      patch_tokens: bool = True, precision: str = "fp32", seg_stage: int = -1,
-                     seg_layers: int = 1) -> Extracted:
+                     seg_layers: int = 1, seg_ids: AbstractSet[str] | None = None) -> Extracted:
     """Frozen features of several encoders in one pass through an actor pool (models loaded once per actor);
     see evaluate/extract.py for the columns. seg_stage / seg_layers: the DaViT stage / the ViT blocks of the
-    segmentation tokens (-1 / 1 = none beyond the patch tokens)."""
+    segmentation tokens (-1 / 1 = none beyond the patch tokens). seg_ids: the images whose segmentation tokens
+    are kept (those with masks; None = all): they are the largest column (4x the patch tokens for RAD-DINO), and
+    the others are dropped batch by batch, so the driver never holds them."""
     from radscale.evaluate.extract import FeatureExtractor
 
     device = "cuda" if actor_gpus > 0 else "cpu"
@@ -103,11 +106,15 @@ def extract_features(images: ray.data.Dataset, models: list[tuple[str, str]], ba
     # The extractor decides which columns exist (seg_<i> per model family); take what it returns.
     parts: dict[str, list[np.ndarray]] = {}
     for batch in out.iter_batches(batch_size=None, batch_format="numpy"):   # numpy: tensor columns stay arrays
+        ids = np.asarray([str(i) for i in batch["image_id"]], dtype=object)
+        keep = slice(None) if seg_ids is None else np.fromiter((i in seg_ids for i in ids), bool, len(ids))
+        parts.setdefault("_seg_ids", []).append(ids[keep])
         for n, v in batch.items():
-            parts.setdefault(n, []).append(np.asarray(v))
+            parts.setdefault(n, []).append(np.asarray(v)[keep] if n.startswith("seg_") else np.asarray(v))
     cat = {n: np.concatenate(parts.pop(n)) for n in list(parts)}      # one column's batches at a time in memory
     empty = np.zeros(0)
     feats = [cat.get(f"features_{i}", empty).astype(np.float32, copy=False) for i in range(len(models))]
     patches = [cat.get(f"patch_{i}", empty) if patch_tokens else None for i in range(len(models))]
     seg = [cat.get(f"seg_{i}") for i in range(len(models))]
-    return Extracted([str(i) for i in cat.get("image_id", empty)], feats, patches, seg)
+    return Extracted([str(i) for i in cat.get("image_id", empty)], feats, patches, seg,
+                     list(cat.get("_seg_ids", empty)))

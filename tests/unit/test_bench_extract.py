@@ -111,3 +111,18 @@ def test_davit_segmentation_stage_is_timed_on_both_sides():
 def test_bad_segmentation_option_is_one_line_error():
     with pytest.raises(RadscaleError, match="--seg-stage -5 in -4..-1"):
         run_extract_bench(ENC, batch_size=16, images=96, device="cpu", seg_stage=-5)
+
+
+def test_extraction_keeps_segmentation_tokens_of_the_requested_images_only(ray_local, two_checkpoints):
+    from radscale.orchestrate.bench_extract import image_dataset
+    from radscale.orchestrate.ingest import extract_features
+
+    ds = image_dataset(synthetic_images(80, 64, seed=5))
+    model = [(ENC, two_checkpoints[0])]
+    every = extract_features(ds, model, 16, 1, 0.0, seg_layers=4)
+    wanted = {str(i) for i in range(0, 80, 7)}
+    some = extract_features(ds, model, 16, 1, 0.0, seg_layers=4, seg_ids=wanted)
+    assert sorted(every.seg_ids) == sorted(every.ids) and len(some.ids) == 80 and set(some.seg_ids) == wanted
+    assert some.seg[0].shape == (len(wanted), 64, 4 * 96) and some.patches[0].shape[0] == 80
+    row = {i: k for k, i in enumerate(every.ids)}
+    np.testing.assert_array_equal(some.seg[0], every.seg[0][[row[i] for i in some.seg_ids]])

@@ -31,22 +31,37 @@ def test_feature_memory_is_the_largest_pass_of_one_input_size():
                                                                                       "rad-dino"))
     # Three 64-px encoders share passes of 2 (at worst the two largest); the 518-px one has a pass of its own.
     # Each pass also holds its decoded images (uint8 squares).
-    need = feature_memory_bytes(spec, ["mi2-tiny", "rad-dino-tiny", "mi2-tiny", "rad-dino"], 100, True)
+    need = feature_memory_bytes(spec, ["mi2-tiny", "rad-dino-tiny", "mi2-tiny", "rad-dino"], 100, 100)
     assert need == 100 * max(COPIES * (dino + mi2) + 64 * 64, COPIES * dino_full + 518 * 518)
-    assert feature_memory_bytes(spec, ["mi2-tiny", "rad-dino-tiny", "rad-dino-tiny"], 100, True) == \
+    assert feature_memory_bytes(spec, ["mi2-tiny", "rad-dino-tiny", "rad-dino-tiny"], 100, 100) == \
         100 * (COPIES * 2 * max(dino, mi2) + 64 * 64)
     # Without masks no segmentation tokens; without patch-token families only the CLS features.
-    no_masks = feature_memory_bytes(spec, ["rad-dino-tiny"], 100, False)
+    no_masks = feature_memory_bytes(spec, ["rad-dino-tiny"], 100, 0)
     assert no_masks == 100 * (COPIES * bytes_per_image("rad-dino-tiny") + 64 * 64)
     cls_only = EvalSpec(attention_probe=False, segmentation=False, report_generation=False)
-    assert feature_memory_bytes(cls_only, ["rad-dino-tiny"], 100, True) == \
+    assert feature_memory_bytes(cls_only, ["rad-dino-tiny"], 100, 100) == \
         100 * (COPIES * bytes_per_image("rad-dino-tiny", patch_tokens=False) + 64 * 64)
+
+
+def test_segmentation_tokens_count_only_the_rows_with_known_masks(tmp_path):
+    spec = EvalSpec()
+    full, base = (bytes_per_image("rad-dino-tiny", **kw) for kw in ({"seg_layers": 4, "seg_stage": -2}, {}))
+    assert full > base
+    assert feature_memory_bytes(spec, ["rad-dino-tiny"], 100, 10) == \
+        COPIES * (100 * base + 10 * (full - base)) + 100 * 64 * 64
+    # Device-positive rows without a mask (RANZCR images without annotations) are not known: no seg tokens.
+    path = tmp_path / "eval.parquet"
+    pq.write_table(pa.table({"eval_id": [f"e{i}" for i in range(100)],
+                             "mask_uri": ["m.png"] * 10 + [None] * 90,
+                             "support_devices": [1.0] * 50 + [0.0] * 30 + [None] * 20}), path)
+    assert check_evaluation(spec, ["rad-dino-tiny"], str(path)) == \
+        feature_memory_bytes(spec, ["rad-dino-tiny"], 100, 10 + 30 + 20)
 
 
 def test_check_evaluation_refuses_what_cannot_fit_or_run(tmp_path):
     rows = _rows(tmp_path, 1000)
     need = check_evaluation(EvalSpec(), ["rad-dino-tiny", "mi2-tiny"], rows)
-    assert need == feature_memory_bytes(EvalSpec(), ["rad-dino-tiny", "mi2-tiny"], 1000, True)
+    assert need == feature_memory_bytes(EvalSpec(), ["rad-dino-tiny", "mi2-tiny"], 1000, 1000)
     with pytest.raises(RadscaleError) as e:
         check_evaluation(EvalSpec(max_feature_gb=need / 2e9), ["rad-dino-tiny", "mi2-tiny"], rows)
     assert "1,000 eval images" in str(e.value) and "\n" not in str(e.value)
@@ -66,7 +81,7 @@ def test_the_paper_job_fits_its_cluster_head():
 
     job = load_job(str(ROOT / "jobs" / "paper.toml"), [])
     rows = 3 * job.data.max_eval_images                      # probe_train, probe_val, test; no OOD manifest
-    need = feature_memory_bytes(job.eval, [t.encoder.name for t in plan_trials(job)], rows, True)
+    need = feature_memory_bytes(job.eval, [t.encoder.name for t in plan_trials(job)], rows, rows)
     assert need <= 0.8 * 64e9                                # cluster/aws.yaml head: m7i.4xlarge, 64 GiB
 
 

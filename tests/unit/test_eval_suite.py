@@ -6,7 +6,7 @@ import torch
 
 from radscale.config.specs import EvalSpec
 from radscale.data.vocab import Vocabulary
-from radscale.evaluate.suite import SegMasks, evaluate_encoder, known_masks, report_test_rows
+from radscale.evaluate.suite import SegMasks, evaluate_encoder, known_masks, report_test_rows, segmentation_table
 
 GRID, D = 4, 8
 COLUMNS = ["task", "domain", "metric", "label", "value", "ci_lo", "ci_hi", "n_test", "n_labels", "replicates"]
@@ -94,10 +94,27 @@ def test_segmentation_stage_tokens_replace_patch_tokens_for_segmentation_only():
     meta, features, patch, masks = _data(2)
     spec = _spec(attention_probe=False, report_generation=False, tasks=("findings",), seg_head="linear")
     finer = np.repeat(np.repeat(patch.reshape(len(patch), GRID, GRID, D), 2, 1), 2, 2).reshape(len(patch), -1, D)
-    t = evaluate_encoder(features, patch, meta, spec, Vocabulary(), masks, seg_tokens=finer).table
+    known = masks.known
+    t = evaluate_encoder(features, patch, meta, spec, Vocabulary(), masks, seg_tokens=finer[known]).table
     assert set(t.task) == {"findings", "segmentation"}
     with pytest.raises(ValueError, match="square grid"):         # the seg tokens, not patch, reach the probe
-        evaluate_encoder(features, patch, meta, spec, Vocabulary(), masks, seg_tokens=finer[:, :-1])
+        evaluate_encoder(features, patch, meta, spec, Vocabulary(), masks, seg_tokens=finer[known][:, :-1])
+
+
+def test_segmentation_tokens_of_the_known_rows_only_score_as_tokens_of_every_row():
+    meta, _, patch, masks = _data(3)
+    spec = _spec(seg_head="linear")
+    # Some tube rows lose their mask (RANZCR images without annotations): unknown, so without tokens.
+    known = masks.known.copy()
+    known[np.flatnonzero(meta.ett_normal.to_numpy() == 1)[::3]] = False
+    part = SegMasks(masks.masks, known)
+    every_row = segmentation_table(patch, meta, part, spec)
+    known_only = segmentation_table(patch[known], meta, part, spec, known_rows_only=True)
+    assert len(every_row) and 0 < known.sum() < len(meta)
+    pd.testing.assert_frame_equal(every_row, known_only)
+    # Token rows that do not line up with the known rows are refused, not misaligned.
+    with pytest.raises(ValueError, match="token rows for"):
+        segmentation_table(patch[1:][known[1:]], meta, part, spec, known_rows_only=True)
 
 
 def test_report_test_rows_are_a_seeded_sample_shared_by_trials():
