@@ -51,7 +51,9 @@ class Series:
 
     @property
     def baseline_err(self) -> float | None:
-        return None if self.baseline is None else max(1.0 - self.baseline[0], ERR_FLOOR)
+        if self.baseline is None:
+            return None
+        return max(1.0 - self.baseline[0], ERR_FLOOR) if np.isfinite(self.baseline[0]) else float("nan")
 
     @property
     def sizes(self) -> np.ndarray:
@@ -190,6 +192,8 @@ def _key_analysis(s: Series) -> KeyAnalysis:
         bnote = "no fit"
     elif s.baseline is None:
         bnote = "no size-0 row"
+    elif not np.isfinite(s.baseline_err):
+        bnote = "size-0 metric undefined"
     else:
         try:
             beating = smallest_n_beating(fit, s.baseline_err, baseline_replicates=s.baseline_err_reps

@@ -25,6 +25,7 @@ from radscale.config.trial import plan_trials
 from radscale.report.analysis import SectionAnalysis, analyse, n_star_ci
 from radscale.report.next_sizes import CANDIDATE_FACTORS, candidate_sizes, size_benefit
 from radscale.report.tables import num, text_table, with_ci
+from radscale.scaling.compare import unreachable_why
 
 # A GPU node: Ray worker group, weights, DeepSpeed init, compile warm-up and first step (the CPU demo: 8–25 s).
 DEFAULT_STARTUP_S = 300.0
@@ -127,8 +128,9 @@ def _extrapolation_lines(sections: list[SectionAnalysis]) -> list[str]:
             est, lo, hi = n_star_ci(f, sec.targets)
             alpha = with_ci(f.params["alpha"], *f.ci.get("alpha", (math.nan, math.nan)))
             for i, tau in enumerate(sec.targets):
-                where = "unreachable (α ≤ 0)" if np.isinf(est[i]) else \
-                    ("extrapolated" if est[i] > f.n_range[1] else "within data")
+                where = f"unreachable: {unreachable_why(f.params['a'], f.params['alpha'], 0.0, tau)}" \
+                    if not np.isfinite(est[i]) else \
+                    ("within data" if f.n_range[0] <= est[i] <= f.n_range[1] else "extrapolated")
                 rows.append([sec.task, sec.domain, k, alpha, num(tau, 3), with_ci(est[i], lo[i], hi[i]), where])
     return ["N*(τ) = (a/τ)^(1/α): images needed to reach error τ = 1 − headline metric; 95% CI over the fit's "
             "test-set bootstrap replicates", "",

@@ -49,8 +49,10 @@ def _holdout(sec: SectionAnalysis) -> list[str]:
         notes.append(f"- `{k}`: {h.describe()}")
     head = ["encoder key", "held-out N", "fitted on (rows)", "predicted e", "observed e", "rel. error",
             "95% prediction band", "in band", "note"]
-    return ["Fit without the largest N, predict it. The band is the fitted curve's bootstrap band widened by the "
-            "held-out point's own test-set noise.", "", *md_table(head, rows), "", *notes, ""]
+    return ["Fit without the largest N, predict it. The band is where the observation should fall if the law "
+            "holds: the prediction times the spread, over the shared test-set resamples, of held-out replicate / "
+            "fitted-curve replicate (noise common to all trials cancels, as between observed and predicted).", "",
+            *md_table(head, rows), "", *notes, ""]
 
 
 def _comparisons(sec: SectionAnalysis, out: Path) -> tuple[list[str], Path | None]:
@@ -105,13 +107,14 @@ def _beating(sec: SectionAnalysis) -> list[str]:
         if nb is None:
             rows.append([f"`{k}`", num(ka.series.baseline_err, 4), "—", "—", "—", ka.beating_note])
             continue
+        fixed = "" if ka.series.baseline_err_reps is not None else "baseline held fixed (no paired replicates)"
         rows.append([f"`{k}`", num(nb.baseline_err, 4), with_ci(nb.n_star, *nb.ci),
-                     num(nb.p_unreachable, 0, "f", 100, "%"), "yes" if nb.extrapolated else "no", ""])
+                     num(nb.p_unreachable, 0, "f", 100, "%"), "yes" if nb.extrapolated else "no", fixed])
         notes.append(f"- `{k}`: {nb.describe()}")
     head = ["encoder key", "size-0 error", "N* [95% CI]", "unreachable in", "extrapolated", "note"]
     return ["The smallest N whose fitted error is at most the error of the same encoder key's size-0 (initial "
-            "weights) checkpoint; the interval resamples the fit and the baseline on the same test resamples.", "",
-            *md_table(head, rows), "", *notes, ""]
+            "weights) checkpoint; the interval resamples the fit and (where it has them) the baseline on the same "
+            "test resamples.", "", *md_table(head, rows), "", *notes, ""]
 
 
 def _points(sec: SectionAnalysis) -> list[str]:

@@ -17,18 +17,34 @@ from radscale.scaling.fit import ScalingFit
 
 
 def n_star(a, alpha, e_inf, tau) -> np.ndarray:
-    """N*(τ) = (a/(τ − e∞))^(1/α); +inf where τ ≤ e∞ or α ≤ 0 (the curve never gets down to τ)."""
+    """N*(τ) = (a/(τ − e∞))^(1/α); +inf where τ ≤ e∞ or α ≤ 0 (the curve never gets down to τ) or past the float
+    range (α ≈ 0); NaN where an input is NaN (e.g. an undefined baseline metric)."""
     a, alpha, e_inf, tau = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (a, alpha, e_inf, tau)))
     ok = (tau > e_inf) & (alpha > 0)
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
         out = np.where(ok, (a / np.where(ok, tau - e_inf, 1.0)) ** (1.0 / np.where(ok, alpha, 1.0)), np.inf)
-    return np.where(np.isnan(a) | np.isnan(alpha) | np.isnan(e_inf), np.nan, out)
+    return np.where(np.isnan(a) | np.isnan(alpha) | np.isnan(e_inf) | np.isnan(tau), np.nan, out)
+
+
+def unreachable_why(a: float, alpha: float, e_inf: float, tau: float) -> str:
+    """Why N*(τ) is not finite ("" when it is)."""
+    if np.isnan([a, alpha, e_inf, tau]).any():
+        return "undefined (NaN input)"
+    if alpha <= 0:
+        return "the fitted error does not fall with N (α ≤ 0)"
+    if tau <= e_inf:
+        return "τ ≤ e∞"
+    return "" if np.isfinite(n_star(a, alpha, e_inf, tau)) else "beyond the float range (α ≈ 0)"
 
 
 def _n_star_of(fit: ScalingFit, tau: float, replicates: bool = False) -> np.ndarray:
     if replicates:
         return n_star(fit.param_replicates("a"), fit.param_replicates("alpha"), fit.param_replicates("e_inf"), tau)
     return n_star(fit.params["a"], fit.params["alpha"], fit.params.get("e_inf", 0.0), tau)
+
+
+def _why_of(fit: ScalingFit, tau: float) -> str:
+    return unreachable_why(fit.params["a"], fit.params["alpha"], fit.params.get("e_inf", 0.0), tau)
 
 
 def _require_paired(fit_a: ScalingFit, fit_b: ScalingFit, where: str) -> None:
@@ -56,22 +72,29 @@ class ExponentRatio:
     level: float
     n_replicates: int
     names: tuple[str, str]
+    p_nonpositive: float = 0.0  # fraction of replicates with α_A ≤ 0 or α_B ≤ 0: there the ratio ranks nothing
 
     def describe(self) -> str:
         a, b = self.names
-        return (f"alpha_{a}/alpha_{b} = {self.ratio:.3g} ({self.level:.0%} CI {_fmt_ci(self.ci)}, paired bootstrap "
-                f"R={self.n_replicates}): ratio of exponents α in e = a·N^−α (+ e∞ if saturating); > 1 means {a}'s error falls "
-                f"faster with N")
+        head = (f"alpha_{a}/alpha_{b} = {self.ratio:.3g} ({self.level:.0%} CI {_fmt_ci(self.ci)}, paired bootstrap "
+                f"R={self.n_replicates}): ratio of exponents α in e = a·N^−α (+ e∞ if saturating)")
+        if not (self.alpha_a > 0 and self.alpha_b > 0):
+            return head + (f"; α_{a} = {self.alpha_a:.3g}, α_{b} = {self.alpha_b:.3g}: an error that does not fall "
+                           f"with N, so the ratio does not say whose error falls faster")
+        caveat = "" if self.p_nonpositive == 0 else \
+            f" (an α ≤ 0 in {self.p_nonpositive:.0%} of replicates: the CI is not a ranking)"
+        return head + f"; > 1 means {a}'s error falls faster with N{caveat}"
 
 
 def exponent_ratio(fit_a: ScalingFit, fit_b: ScalingFit, *, names: tuple[str, str] = ("A", "B")) -> ExponentRatio:
     """α_A/α_B with a percentile CI over paired replicates."""
     _require_paired(fit_a, fit_b, "exponent_ratio")
-    reps = _ratio(fit_a.param_replicates("alpha"), fit_b.param_replicates("alpha"))
+    ra, rb = fit_a.param_replicates("alpha"), fit_b.param_replicates("alpha")
+    reps = _ratio(ra, rb)
     point = float(_ratio(np.asarray(fit_a.params["alpha"], float), np.asarray(fit_b.params["alpha"], float)))
     return ExponentRatio(ratio=point, ci=percentile_interval(reps, fit_a.level),
                          alpha_a=fit_a.params["alpha"], alpha_b=fit_b.params["alpha"], level=fit_a.level,
-                         n_replicates=len(reps), names=names)
+                         n_replicates=len(reps), names=names, p_nonpositive=float(np.mean((ra <= 0) | (rb <= 0))))
 
 
 @dataclass(frozen=True)
@@ -184,12 +207,13 @@ class NBeating:
     extrapolated: bool  # N* outside the fitted N range
     level: float
     name: str
+    why: str = ""  # why N* is not finite ("" when reachable)
 
     def describe(self) -> str:
         head = (f"smallest N with predicted error of {self.name} ≤ baseline {self.baseline_err:.4g}, "
                 f"N* = (a/(baseline − e∞))^(1/α): ")
         if not self.reachable:
-            return head + f"unreachable (baseline ≤ e∞ or α ≤ 0); {self.level:.0%} CI {_fmt_ci(self.ci)}"
+            return head + f"unreachable ({self.why}); {self.level:.0%} CI {_fmt_ci(self.ci)}"
         return head + (f"{self.n_star:.3g} ({self.level:.0%} CI {_fmt_ci(self.ci)}; unreachable in "
                        f"{self.p_unreachable:.0%} of replicates{'; extrapolated' if self.extrapolated else ''})")
 
@@ -197,6 +221,8 @@ class NBeating:
 def smallest_n_beating(fit: ScalingFit, baseline_err: float, *, baseline_replicates=None,
                        name: str = "A") -> NBeating:
     """N*(baseline_err); with baseline_replicates (R,) paired to fit's replicates the baseline's noise is included."""
+    if not np.isfinite(baseline_err):
+        raise ValueError(f"smallest_n_beating: the baseline error of {name} is {baseline_err} (metric undefined)")
     n_hat = float(_n_star_of(fit, baseline_err))
     if baseline_replicates is None:
         taus = np.full(len(fit.replicates), float(baseline_err))
@@ -213,4 +239,4 @@ def smallest_n_beating(fit: ScalingFit, baseline_err: float, *, baseline_replica
                     reachable=reachable,
                     p_unreachable=float(np.mean(np.isinf(finite))) if len(finite) else float("nan"),
                     extrapolated=reachable and not (fit.n_range[0] <= n_hat <= fit.n_range[1]), level=fit.level,
-                    name=name)
+                    name=name, why="" if reachable else _why_of(fit, float(baseline_err)))

@@ -246,6 +246,8 @@ def fit_pareto_binned(x, err, *, n_bins: int = 5, upper_pad_decades: float = 0.1
                       n_boot: int = 0, seed: int = 0, level: float = 0.95) -> ScalingFit:
     """Pure power law by OLS in log-log on the binned lower envelope; n_boot resamples the raw points."""
     x, err = _as_points(x, err, "fit_pareto_binned")
+    order = np.argsort(x, kind="stable")  # pairing of point-bootstraps is by position along sorted x
+    x, err = x[order], err[order]
     ols = _point_fitter(get_form("power"), "loglog_ols", np.inf, "sum", None)
 
     def fit_point(xx: np.ndarray, ee: np.ndarray) -> np.ndarray:
@@ -288,9 +290,11 @@ def fit_chinchilla(n, d, loss, *, delta: float = 1e-3, reduction: str = "sum", s
 class HoldoutResult:
     """Fit on all but the largest N, predict the largest N (RECIPES.md: validate by extrapolation).
 
-    `curve_band` is the bootstrap band of the fitted curve at N_max; `band` widens it by the held-out point's
-    own noise (resampled log residuals for a point-bootstrap, the point's own test-set replicates for
-    err_replicates), so `inside_band` asks whether the observation is a plausible draw from the prediction.
+    `curve_band` is the bootstrap band of the fitted curve at N_max. `band` is where the observation should
+    fall if the law holds: for a point-bootstrap the curve band widened by resampled log residuals; for
+    err_replicates (test-set resamples shared by every trial) the prediction times the spread of the paired
+    ratio held-out replicate / curve replicate, so noise common to all trials cancels (it may be narrower
+    than `curve_band`). `inside_band` asks whether the observation is a plausible draw from the prediction.
     """
 
     n_holdout: float
@@ -328,14 +332,18 @@ def holdout_largest(n, err, *, form: str = "power", method: str = "loglog_ols", 
     if len(fit.replicates):
         curve = fit.replicate_predictions(np.array([n.max()]))[:, 0]
         curve_band = percentile_interval(curve, level)
-        if reps is not None:  # the held-out point's own test-set noise, centred
-            noise = reps[held].mean(axis=0) / observed
+        if reps is not None:
+            # Paired: every trial is scored on the same test resamples, so noise they share moves a replicate's
+            # curve and its held-out point together and cancels between observed and predicted, as it does on
+            # the real test set. Spread of (held-out / curve) per replicate, centred on observed / predicted.
+            z = (reps[held].mean(axis=0) / observed) / (curve / predicted)
+            band = percentile_interval(predicted * z, level)
         else:  # a resampled log residual, inflated for the k fitted parameters (Davison & Hinkley 1997, §6.2)
             r = np.log(err[~held]) - np.log(fit.predict(n[~held]))
             k = len(fit.params)
             r = (r - r.mean()) * np.sqrt(len(r) / max(len(r) - k, 1))
             noise = np.exp(np.random.default_rng(seed + 1).choice(r, size=len(curve)))
-        band = percentile_interval(curve * noise, level)
+            band = percentile_interval(curve * noise, level)
         inside = bool(band[0] <= observed <= band[1])
     return HoldoutResult(n_holdout=float(n.max()), observed=observed, predicted=predicted,
                          abs_error=abs(predicted - observed), rel_error=(predicted - observed) / observed,

@@ -55,11 +55,11 @@ def test_costs_use_observed_startup_and_mark_done_trials(results):
 
 def test_plan_extrapolates_n_star_to_the_truth(results):
     a, alpha = TRUTH[("mi2-tiny", "clip")]
-    taus = [a * 2e4 ** -alpha, a * 1e5 ** -alpha]  # N* = 20,000 and 100,000 images
+    taus = [a * 50 ** -alpha, a * 2e4 ** -alpha, a * 1e5 ** -alpha]  # N* = 50 (below the data), 20,000, 100,000
     text = plan_text(_job(), results, targets=taus)
     rows = [line for line in text.splitlines() if line.startswith("findings") and "mi2-tiny.clip" in line]
-    assert len(rows) == 2
-    for row, truth in zip(rows, (2e4, 1e5)):
+    assert len(rows) == 3
+    for row, truth in zip(rows, (50, 2e4, 1e5)):
         est, lo, hi = (float(x) for x in re.search(r"([\d.e+]+) \[([\d.e+]+), ([\d.e+]+)\]\s+extrapolated$",
                                                      row).groups())
         assert est == pytest.approx(truth, rel=0.01) and lo < truth < hi
@@ -98,3 +98,12 @@ def test_summary_metrics_names_and_values(results):
     assert m["budget/trials_outside_tolerance"] == 1.0 and m["cost/usd"] > 0
     assert all(math.isfinite(v) for v in m.values()) and list(m) == sorted(m)
     assert all(re.fullmatch(r"[\w./ -]+", k) for k in m)  # MLflow's allowed metric-name characters
+
+
+def test_an_undefined_size0_metric_is_not_called_unreachable(results):
+    df = results.copy()
+    base = (df["size"] == 0) & (df["encoder"] == "mi2-tiny") & (df["label"] == "macro")
+    assert base.any()
+    df.loc[base, "value"] = np.nan
+    ka = analyse(df)[0].keys["mi2-tiny.clip"]
+    assert ka.beating is None and ka.beating_note == "size-0 metric undefined" and math.isnan(ka.series.baseline_err)

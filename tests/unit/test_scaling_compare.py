@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from radscale.scaling.compare import (data_multiplier, exponent_ratio, find_crossings, n_star,
-                                      smallest_n_beating)
+                                      smallest_n_beating, unreachable_why)
 from radscale.scaling.fit import fit_scaling_law
 from radscale.scaling.forms import power_law, saturating_power_law
 
@@ -120,3 +120,28 @@ def test_smallest_n_beating_with_a_noisy_baseline_and_a_floor():
     assert noisy.ci[1] - noisy.ci[0] > fixed.ci[1] - fixed.ci[0]  # the baseline's noise widens the interval
     with pytest.raises(ValueError, match="3 baseline replicates for 40 fit replicates"):
         smallest_n_beating(fit, tau, baseline_replicates=[0.1, 0.1, 0.1])
+
+
+def test_unreachable_n_star_says_why():
+    assert np.isnan(n_star(2.0, 0.5, 0.0, np.nan))  # an undefined baseline is not "unreachable"
+    assert unreachable_why(2.0, -0.01, 0.0, 0.3) == "the fitted error does not fall with N (α ≤ 0)"
+    assert unreachable_why(2.0, 0.5, 0.1, 0.05) == "τ ≤ e∞"
+    assert unreachable_why(5.0, 1e-4, 0.0, 0.4).startswith("beyond the float range")  # (12.5)^(1e4) overflows
+    assert unreachable_why(2.0, 0.5, 0.0, 0.3) == ""
+    rising = np.repeat([[0.300], [0.301], [0.302]], 40, axis=1)  # error rises with N: α < 0
+    fit = fit_scaling_law(np.array([100.0, 300.0, 1000.0]), rising[:, 0], err_replicates=rising)
+    res = smallest_n_beating(fit, 0.35)
+    assert not res.reachable and "does not fall with N" in res.describe()
+    with pytest.raises(ValueError, match="metric undefined"):
+        smallest_n_beating(fit, float("nan"))
+
+
+def test_exponent_ratio_does_not_rank_exponents_that_are_not_positive():
+    n = np.array([100.0, 300.0, 1000.0, 3000.0])
+    reps = lambda e: np.repeat(e[:, None], 20, axis=1)       # noqa: E731
+    up_fast, up_slow = 0.3 * (n / 100) ** 0.006, 0.3 * (n / 100) ** 0.003
+    a = fit_scaling_law(n, up_fast, err_replicates=reps(up_fast))
+    b = fit_scaling_law(n, up_slow, err_replicates=reps(up_slow))
+    res = exponent_ratio(a, b, names=("G", "F"))
+    assert res.ratio == pytest.approx(2.0, rel=1e-3) and res.p_nonpositive == 1.0
+    assert "means G's error falls faster" not in res.describe() and "does not fall with N" in res.describe()
