@@ -14,6 +14,7 @@ pyjpegls or Pillow where present); a syntax with no usable plugin is refused nam
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pydicom
@@ -29,16 +30,28 @@ _COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL
 _PLUGINS_HINT = "install pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg"
 
 
+def _why(e: BaseException) -> str:
+    """An exception as one line for quarantine records and logs, with quoted values blanked: pydicom quotes the
+    offending element value, and a header value may be patient data (a name in a mistyped field)."""
+    text = re.sub(r"(['\"]).*?\1", r"\1…\1", " ".join(str(e).split()))
+    return f"{type(e).__name__}: {text[:200]}"
+
+
 def decode_dicom(data: bytes, *, uri_for_errors: str) -> tuple[np.ndarray, int]:
     """Decode a DICOM file held in memory to (float32 HxW display image in [0, 1], BitsStored)."""
     ds = _read_dataset(data, uri_for_errors)
     try:
-        return _decode_dataset(ds, uri_for_errors)
-    except (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError) as e:
-        if isinstance(e, ImageDecodeError):
-            raise
+        pixels, bits = _decode_dataset(ds, uri_for_errors)
+    except ImageDecodeError:
+        raise
+    except Exception as e:  # noqa: BLE001 -- one bad file is quarantined, never the end of a job
         # pydicom converts element values lazily, so a malformed header element surfaces only when it is used
-        raise ImageDecodeError(uri_for_errors, f"bad DICOM image attributes: {type(e).__name__}: {e}") from None
+        # (ValueError, struct.error from a short LUT, ...)
+        raise ImageDecodeError(uri_for_errors, f"bad DICOM image attributes: {_why(e)}") from None
+    if not np.isfinite(pixels).all():   # e.g. RescaleSlope "NaN", or NaN in float pixel data
+        raise ImageDecodeError(uri_for_errors, "decoded image contains NaN or infinity (check RescaleSlope/"
+                                               "RescaleIntercept or float pixel data)")
+    return pixels, bits
 
 
 def _decode_dataset(ds: Dataset, uri: str) -> tuple[np.ndarray, int]:
@@ -71,7 +84,7 @@ def _read_dataset(data: bytes, uri: str) -> Dataset:
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
     except Exception as e:  # pydicom raises many types (EOFError, struct.error, InvalidDicomError...) on bad bytes
-        raise ImageDecodeError(uri, f"unreadable DICOM: {type(e).__name__}: {e}") from None
+        raise ImageDecodeError(uri, f"unreadable DICOM: {_why(e)}") from None
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise ImageDecodeError(uri, "DICOM has no pixel data")
     if "TransferSyntaxUID" not in ds.file_meta:
@@ -103,7 +116,7 @@ def _first_frame(ds: Dataset, uri: str) -> np.ndarray:
         ds.pixel_array_options(index=0 if frames > 1 else None)
         return ds.pixel_array
     except Exception as e:  # plugins raise RuntimeError/ValueError/...; all mean "this file's pixels are unusable"
-        raise ImageDecodeError(uri, f"{label} pixel data undecodable: {type(e).__name__}: {e}") from None
+        raise ImageDecodeError(uri, f"{label} pixel data undecodable: {_why(e)}") from None
 
 
 def apply_bits_stored(arr: np.ndarray, bits_stored: int, *, signed: bool) -> np.ndarray:

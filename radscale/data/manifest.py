@@ -62,7 +62,8 @@ def validate_manifest(table: pa.Table, where: str, vocabulary: Vocabulary | None
         col = table.column(name)
         if not pa.types.is_integer(col.type) and not pa.types.is_floating(col.type):
             raise RadscaleError(f"{where}: label column {name!r} must be integer (got {col.type})")
-        bad = pc.and_(pc.is_valid(col), pc.invert(pc.is_in(col, pa.array([1, 0, -1], col.type)))).combine_chunks()
+        wide = pc.cast(col, pa.float64(), safe=False)        # any int/float width, unsigned included
+        bad = pc.and_(pc.is_valid(col), pc.invert(pc.is_in(wide, pa.array([1.0, 0.0, -1.0])))).combine_chunks()
         if pc.any(bad).as_py():
             row = _first_row(bad)
             raise RadscaleError(f"{where}: row {row} column {name!r}: label must be 1, 0, -1 or null "

@@ -50,8 +50,17 @@ def _phantom(job: JobSpec, profile: str, seed_offset: int = 0) -> str:
 
 
 def _fingerprint(path: str, extra: dict) -> str:
-    if "://" in path:                   # object store: the URI names the version (re-import to a new prefix)
-        ident = {"path": path}
+    if "://" in path:   # object store: size and modification time, as for a local file (prepare may rewrite it)
+        from pyarrow import fs as pafs
+
+        try:
+            filesystem, inner = pafs.FileSystem.from_uri(path)
+            info = filesystem.get_file_info(inner)
+        except (OSError, ValueError) as e:
+            raise RadscaleError(f"{path}: manifest not readable ({type(e).__name__})") from None
+        if info.type == pafs.FileType.NotFound:
+            raise RadscaleError(f"{path}: manifest not found")
+        ident = {"path": path, "size": info.size, "mtime": info.mtime_ns}
     else:
         if not Path(path).exists():
             raise RadscaleError(f"{path}: manifest not found")
@@ -150,6 +159,10 @@ def prepare_sweep_data(job: JobSpec, sweep_dir: Path, vocabulary: Vocabulary | N
 
 
 def _check_sizes(job: JobSpec, data: SweepData, source: str) -> None:
+    text = sorted({e.key for e in job.encoders if e.objective in ("clip", "unicl")})
+    if text and "report" not in pq.read_schema(data.manifest).names:
+        raise RadscaleError(f"{source}: no 'report' column, which {', '.join(text)} train on (image-report pairs); "
+                            "import the reports or use objective dinov2")
     too_big = [n for n in job.sizes if n > data.pool_size]
     if too_big:
         raise RadscaleError(f"sizes {too_big} exceed the pretraining pool of {data.pool_size} images "

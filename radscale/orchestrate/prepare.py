@@ -7,12 +7,15 @@ Layout of the output folder (local path or bucket URI):
   shards/part-<start>-<end>.done      completion marker: rows digest, settings, counts, quarantine records
   quarantine.parquet    rows that failed to decode, with the reason
   manifest.parquet      every prepared row without the image bytes, plus `shard` and `shard_row`: the
-                        manifest a sweep reads (`data.shards = <folder>`)
-  prepared.json         the summary, written last
+                        manifest a sweep reads (`data.shards = <folder>`); its manifest columns come from the
+                        current source manifest, the image columns from the shards
+  prepared.json         the summary and the source rows' digest, written last
 
 Rows are ordered by the nested-subset key of `order_seed` (splits.rank_keys), so with the sweep's split seed
 equal to it, subset(n) lives in the first ~n / pretrain-fraction rows: a small subset reads few shards. The run
-is idempotent and resumable: a shard whose file and matching marker exist is skipped.
+is idempotent and resumable: a shard whose file and matching marker exist is skipped. A shard is re-decoded only
+when its images change (image_id, uri); a change to any other column (labels, patient_id, report, a new
+column) rewrites manifest.parquet alone.
 """
 from __future__ import annotations
 
@@ -92,11 +95,23 @@ def _write_table(fs, path: str, table: pa.Table, row_group_size: int) -> None:
 
 
 def _digest(rows: pa.Table) -> str:
-    """Identity of a shard's input rows: a changed manifest re-prepares the shards it touches."""
+    """Identity of a shard's images: a changed image_id or uri re-prepares the shards it touches."""
     h = hashlib.blake2b(digest_size=16)
     for name in ("image_id", "uri"):
         h.update("\n".join(rows.column(name).to_pylist()).encode())
         h.update(b"\0")
+    return h.hexdigest()
+
+
+def _rows_digest(table: pa.Table) -> str:
+    """Identity of every source column (schema and values): a change rewrites manifest.parquet."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str(table.schema.remove_metadata()).encode())
+    for batch in table.to_batches(max_chunksize=1 << 16):
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, batch.schema.remove_metadata()) as w:
+            w.write_batch(batch)
+        h.update(sink.getvalue())
     return h.hexdigest()
 
 
@@ -157,19 +172,25 @@ def _claim(fs, root: str, settings: dict) -> None:
         _write_bytes(fs, path, json.dumps(settings, indent=1).encode())
 
 
-def _prepared_manifest(fs, root: str, ranges: list[tuple[int, int]], rows_schema: pa.Schema) -> pa.Table:
-    """All shards' rows without the bytes, plus `shard` (relative path) and `shard_row`."""
+def _prepared_manifest(fs, root: str, ranges: list[tuple[int, int]], table: pa.Table) -> pa.Table:
+    """Every prepared row: the current source columns (never a shard's copy, which may predate a relabel), the
+    shards' image columns without the bytes, `shard` (relative path) and `shard_row`."""
+    image_cols = [f.name for f in PREPARED_FIELDS if f.name != IMAGE_BYTES]
     parts = []
     for start, end in ranges:
         name = _join("shards", shard_name(start, end))
         with fs.open_input_file(_join(root, name)) as f:
-            pf = pq.ParquetFile(f)
-            t = pf.read(columns=[c for c in pf.schema_arrow.names if c != IMAGE_BYTES])
-        t = t.append_column(SHARD, pa.array([name] * t.num_rows, pa.string()))
-        parts.append(t.append_column(SHARD_ROW, pa.array(np.arange(t.num_rows, dtype=np.int32))))
+            t = pq.ParquetFile(f).read(columns=["image_id", *image_cols])
+        rows = table.slice(start, end - start)
+        at = {i: k for k, i in enumerate(rows.column("image_id").to_pylist())}
+        out = rows.take(pa.array([at[i] for i in t.column("image_id").to_pylist()], pa.int64()))
+        for c in image_cols:
+            out = out.append_column(t.schema.field(c), t.column(c))
+        out = out.append_column(SHARD, pa.array([name] * t.num_rows, pa.string()))
+        parts.append(out.append_column(SHARD_ROW, pa.array(np.arange(t.num_rows, dtype=np.int32))))
     if parts:
         return pa.concat_tables(parts)
-    fields = list(rows_schema) + [f for f in PREPARED_FIELDS if f.name != IMAGE_BYTES]
+    fields = list(table.schema) + [f for f in PREPARED_FIELDS if f.name != IMAGE_BYTES]
     return pa.schema(fields + [pa.field(SHARD, pa.string()), pa.field(SHARD_ROW, pa.int32())]).empty_table()
 
 
@@ -216,7 +237,9 @@ def prepare_shards(manifest: str, out_dir: str, short_side: int = DEFAULT_SHORT_
     say(f"prepare: {table.num_rows} rows in {len(ranges)} shards, {len(ranges) - len(pending)} already done")
 
     t0 = time.perf_counter()
-    if pending or fs.get_file_info(_join(root, "prepared.json")).type != pafs.FileType.File:
+    digest = _rows_digest(table)
+    done = _read_json(fs, _join(root, "prepared.json"))
+    if pending or done is None or done.get("rows_digest") != digest:
         # Until prepared.json is rewritten, sweeps refuse the folder: old pointers may name rewritten rows.
         for name in ("prepared.json", "manifest.parquet"):
             if fs.get_file_info(_join(root, name)).type == pafs.FileType.File:
@@ -229,14 +252,14 @@ def prepare_shards(manifest: str, out_dir: str, short_side: int = DEFAULT_SHORT_
                                 num_cpus=task_cpus)
             ds.take_all()
     seconds = time.perf_counter() - t0
-    summary = _finish(fs, root, out_dir, table, ranges, pending, seconds, settings)
+    summary = _finish(fs, root, out_dir, table, ranges, pending, seconds, settings, digest)
     say(f"prepare: wrote {summary.shards_written} shards ({summary.images_written} images, "
         f"{summary.images_per_s} img/s), {summary.quarantined} quarantined")
     return summary
 
 
 def _finish(fs, root: str, out_dir: str, table: pa.Table, ranges: list[tuple[int, int]], pending: list[dict],
-            seconds: float, settings: dict) -> PrepareSummary:
+            seconds: float, settings: dict, digest: str) -> PrepareSummary:
     """Quarantine, prepared manifest and summary from the markers; prepared.json goes last (marks 'complete')."""
     markers = [_read_json(fs, _marker_path(root, s, e)) for s, e in ranges]
     missing = [shard_name(s, e) for (s, e), m in zip(ranges, markers) if m is None]
@@ -259,8 +282,9 @@ def _finish(fs, root: str, out_dir: str, table: pa.Table, ranges: list[tuple[int
         return summary                      # nothing changed since the last complete run
     quarantine = Quarantine(QuarantineRecord(**r) for m in markers for r in m["quarantine"])
     _write_table(fs, _join(root, "quarantine.parquet"), quarantine.to_table(), 1 << 20)
-    _write_table(fs, _join(root, "manifest.parquet"), _prepared_manifest(fs, root, ranges, table.schema), 1 << 20)
-    _write_bytes(fs, _join(root, "prepared.json"), json.dumps(summary.as_dict(), indent=1).encode())
+    _write_table(fs, _join(root, "manifest.parquet"), _prepared_manifest(fs, root, ranges, table), 1 << 20)
+    _write_bytes(fs, _join(root, "prepared.json"),
+                 json.dumps({**summary.as_dict(), "rows_digest": digest}, indent=1).encode())
     return summary
 
 

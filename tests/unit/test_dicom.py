@@ -458,6 +458,31 @@ def test_malformed_header_value_is_a_decode_error():
         decode(data.replace(b"2001", b"2x01"))
 
 
+def test_a_header_value_is_not_echoed_in_the_error():
+    # a patient name typed into a numeric field must not reach quarantine records or logs
+    data = make_dicom(np.rint(anatomy() * 4095).astype(np.uint16), bits_stored=12, WindowCenter=2048,
+                      WindowWidth=2001)
+    with pytest.raises(ImageDecodeError, match="bad DICOM image attributes") as err:
+        decode(data.replace(b"2001", b"Doe "))
+    assert "Doe" not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_short_modality_lut_is_a_decode_error():
+    item = Dataset()
+    item.LUTDescriptor = [10, 0, 16]           # 10 entries declared, 3 present: pydicom raises struct.error
+    item.ModalityLUTType = "US"
+    item.LUTData = np.arange(3, dtype="<u2").tobytes()
+    with pytest.raises(ImageDecodeError, match="bad DICOM image attributes: error"):
+        decode(make_dicom(np.zeros((H, W), np.uint16) + 2, bits_stored=8, ModalityLUTSequence=[item]))
+
+
+def test_a_nan_rescale_slope_is_a_decode_error_not_a_nan_image():
+    data = make_dicom(np.rint(anatomy() * 4095).astype(np.uint16), bits_stored=12, RescaleSlope="1.5")
+    assert data.count(b"1.5 ") == 1
+    with pytest.raises(ImageDecodeError, match="NaN or infinity"):
+        decode(data.replace(b"1.5 ", b"NaN "))
+
+
 def test_unsupported_photometric():
     data = make_dicom(np.zeros((H, W), np.uint16), photometric="PALETTE COLOR", bits_stored=8)
     with pytest.raises(ImageDecodeError, match="PALETTE COLOR"):

@@ -104,6 +104,14 @@ def test_ranzcr_labels_and_polylines_rasterised_into_device_bits(tmp_path):
     assert all(thick[15, x] & ETT for x in (4, 5, 6)) and not thick[15, 8] & ETT
 
 
+def test_ranzcr_annotation_of_a_corrupt_image_is_skipped_not_fatal(tmp_path):
+    root = _ranzcr(tmp_path)
+    (root / "train" / "1.2.1.jpg").write_bytes(b"\xff\xd8\xff" + b"junk" * 8)
+    summary = import_dataset("ranzcr", root, tmp_path / "m.parquet", line_width="1")
+    assert summary.skipped["annotation for an unreadable image"] == 5 and summary.masks_written == 0
+    assert rows(tmp_path / "m.parquet")["1.2.1"]["mask_uri"] is None     # the row stays; decoding quarantines it
+
+
 def test_ranzcr_refuses_a_foreign_non_empty_masks_folder(tmp_path):
     root = _ranzcr(tmp_path)
     write(tmp_path / "mine" / "notes.txt", "keep me")
@@ -203,3 +211,21 @@ def test_folder_ids_reports_and_dicom_headers(tmp_path):
 
     import_dataset("folder", root, out, patient_from="dicom")
     assert set(rows(out)) == {"patB/study1/x.dcm"}
+
+
+def test_folder_auto_gives_one_patient_one_id(tmp_path):
+    root = tmp_path / "mixed"
+    dicom(root / "p001" / "a.dcm", PatientID="MRN123")
+    dicom(root / "p001" / "b.dcm", PatientID="")
+    image(root / "p001" / "c.png")                      # same folder: same patient as a.dcm
+    dicom(root / "ward" / "x.dcm", PatientID="MRN7")    # a folder of several patients
+    dicom(root / "ward" / "y.dcm", PatientID="MRN8")
+    image(root / "ward" / "z.png")                      # cannot be placed: skipped, not given a new id
+    image(root / "p002" / "d.png")
+    image(root / "root.png")
+    out = tmp_path / "m.parquet"
+    summary = import_dataset("folder", root, out, chunk_rows="2")   # chunks split the p001 folder
+    got = {k: v["patient_id"] for k, v in rows(out).items()}
+    assert got == {"p001/a.dcm": "MRN123", "p001/b.dcm": "MRN123", "p001/c.png": "MRN123", "ward/x.dcm": "MRN7",
+                   "ward/y.dcm": "MRN8", "p002/d.png": "p002", "root.png": "root.png"}
+    assert summary.skipped == {"no PatientID in a folder of several DICOM patients": 1}

@@ -22,6 +22,14 @@ def test_valid_manifest_passes():
     validate_manifest(_table(), "m.parquet")
 
 
+@pytest.mark.parametrize("kind", [pa.uint8(), pa.uint64(), pa.float32()])
+def test_label_columns_of_any_numeric_type(kind):
+    t = _table(8)
+    validate_manifest(t.set_column(4, "pleural_effusion", pa.array([0, 1] * 4, kind)), "m.parquet")
+    with pytest.raises(RadscaleError, match=r"row 3 column 'pleural_effusion': label must be 1, 0, -1 or null"):
+        validate_manifest(t.set_column(4, "pleural_effusion", pa.array([0, 1, 0, 7] * 2, kind)), "m.parquet")
+
+
 @pytest.mark.parametrize("mutate,fragment", [
     (lambda t: t.drop_columns(["patient_id"]), "missing required column 'patient_id'"),
     (lambda t: t.set_column(0, "image_id", pa.array(["A"] * len(t))), "row 1 column 'image_id': duplicate id 'A'"),
@@ -114,3 +122,38 @@ def test_prepared_sweep_data_is_reused_and_rebuilt_when_stale(tmp_path):
     assert (tmp_path / "c" / "data" / "eval.parquet").stat().st_mtime_ns != stamp
     assert json.loads(meta.read_text())["fingerprint"]["layout"] >= 2
     assert {"mask_uri", "report"} <= set(pd.read_parquet(first.eval_rows).columns)
+
+
+def test_a_text_objective_without_reports_is_refused_before_training(tmp_path):
+    from radscale.config.specs import JobSpec
+    from radscale.data.sweep_data import prepare_sweep_data
+
+    path = tmp_path / "no_reports.parquet"
+    pq.write_table(_table(), path)          # ids, uri and a label: no report column
+    spec = {"sweep": {"name": "t", "output_dir": str(tmp_path)}, "sizes": [20], "budget": {"value": 1},
+            "data": {"manifest": str(path), "allow_missing_images": True}}
+    ok = JobSpec.model_validate({**spec, "encoders": [{"name": "rad-dino-tiny", "objective": "dinov2"}]})
+    assert prepare_sweep_data(ok, tmp_path / "ok").pool_size > 20
+    job = JobSpec.model_validate({**spec, "encoders": [{"name": "mi2-tiny", "objective": "clip"},
+                                                       {"name": "rad-dino-tiny", "objective": "dinov2"}]})
+    with pytest.raises(RadscaleError) as err:
+        prepare_sweep_data(job, tmp_path / "t")
+    assert str(err.value) == (f"{path}: no 'report' column, which mi2-tiny.clip train on (image-report pairs); "
+                              "import the reports or use objective dinov2")
+
+
+def test_a_rewritten_manifest_behind_a_uri_rebuilds_the_sweep_data(tmp_path):
+    """Object-store manifests (here file://) are fingerprinted by size and mtime too: `radscale prepare` into the
+    same prefix rewrites manifest.parquet, and a stale cache would pair old pointers with new rows."""
+    from radscale.config.specs import JobSpec
+    from radscale.data.sweep_data import prepare_sweep_data
+
+    path = tmp_path / "m.parquet"
+    pq.write_table(_table(), path)
+    job = JobSpec.model_validate({"sweep": {"name": "u", "output_dir": str(tmp_path)}, "sizes": [20],
+                                  "budget": {"value": 1},
+                                  "encoders": [{"name": "rad-dino-tiny", "objective": "dinov2"}],
+                                  "data": {"manifest": path.as_uri(), "allow_missing_images": True}})
+    first = prepare_sweep_data(job, tmp_path / "u")
+    pq.write_table(_table(n=800, patients=200), path)
+    assert prepare_sweep_data(job, tmp_path / "u").pool_size > first.pool_size

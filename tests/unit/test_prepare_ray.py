@@ -92,6 +92,30 @@ def test_rerun_skips_finished_shards_and_other_settings_are_refused(prepared, so
         prepare_shards(source, str(out), 32, ROWS_PER_SHARD)
 
 
+def test_a_relabelled_manifest_rewrites_the_prepared_manifest_without_decoding(prepared, source, tmp_path):
+    from radscale.orchestrate.prepare import prepare_shards
+
+    out, _ = prepared
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "shards").glob("*.parquet")}
+    table = pq.read_table(source)
+    ids = table.column("image_id").to_pylist()
+    moved = pa.array(["P-merged" if i < 10 else p for i, p in enumerate(table.column("patient_id").to_pylist())])
+    table = table.set_column(table.column_names.index("patient_id"), "patient_id", moved)
+    table = table.append_column("site", pa.array([f"site{i % 3}" for i in range(table.num_rows)]))
+    relabelled = tmp_path / "relabelled.parquet"
+    pq.write_table(table, relabelled)
+    again = prepare_shards(str(relabelled), str(out), SHORT_SIDE, ROWS_PER_SHARD)
+    assert (again.shards_written, again.shards_skipped, again.images) == (0, 4, 60)
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "shards").glob("*.parquet")} == stamps   # not decoded
+    got = pq.read_table(out / "manifest.parquet").to_pandas().set_index("image_id")
+    want = table.to_pandas().set_index("image_id")
+    assert (got.loc[ids[:10], "patient_id"] == "P-merged").all() and "broken" not in got.index
+    assert (got["site"] == want.loc[got.index, "site"]).all()
+    assert (got["patient_id"] == want.loc[got.index, "patient_id"]).all()
+    back = prepare_shards(source, str(out), SHORT_SIDE, ROWS_PER_SHARD)        # and back, for the next test
+    assert back.shards_written == 0 and "site" not in pq.read_schema(out / "manifest.parquet").names
+
+
 def test_sweep_trains_and_evaluates_from_the_shards(prepared, tmp_path):
     from radscale.orchestrate.ingest import eval_images, trial_dataset
 

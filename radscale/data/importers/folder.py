@@ -5,16 +5,18 @@ Files: extensions .dcm .dicom .dic .png .jpg .jpeg (any case), and extension-les
 Report: a sidecar text file next to the image, `<stem>.txt` (img.png -> img.txt) or `<name>.txt` (img.png.txt).
 
 Ids: image_id = the path relative to root (posix, extension kept: a.png next to a.dcm stay distinct).
-`patient_from`: "auto" (default) = the DICOM PatientID when the file is a DICOM that has one, else the folder
-`patient_depth` levels up (1 = parent folder); "dicom" = PatientID only (files without one are skipped);
-"folder" = the folder only. A file shallower than `patient_depth` takes its top folder; a file at the root is
-its own patient. study_id = the DICOM
+`patient_from`: "auto" (default) = the DICOM PatientID, else the folder `patient_depth` levels up (1 = parent
+folder), decided per patient folder, never per file, so one patient never gets two ids: a folder whose DICOMs
+carry one PatientID gives it to all its files (PNGs and ID-less DICOMs included); a folder with none uses its
+name; a folder with several keeps each DICOM's own and skips (counts) the files without one, which cannot be
+placed. "dicom" = PatientID only (files without one are skipped); "folder" = the folder only. A file shallower
+than `patient_depth` takes its top folder; a file at the root is its own patient. study_id = the DICOM
 StudyInstanceUID, else the relative path of the image's folder (the image id at the root). view = DICOM
 ViewPosition. DICOM headers are read without pixel data; an unreadable one skips the file.
 
 `label_reports=True` labels the reports with radscale's rule labeler (every vocabulary label; no report -> null);
 otherwise no label columns are written. `source` names the dataset in the `source` column.
-Memory: one chunk of rows.
+Memory: one chunk of rows, plus one patient folder's rows (the walk visits a folder's files together).
 """
 from __future__ import annotations
 
@@ -82,15 +84,38 @@ def import_folder(root: Path, out: Path, *, patient_from: str = "auto", patient_
         labeler = RuleLabeler(DEFAULT_VOCABULARY)
     with ManifestWriter(out, source, ManifestColumns(labels, EXTRAS, report=True)) as writer:
         rows: list[dict] = []
+        group: list[dict] = []
         for path, fmt in find_images(root):
             row = _row(root, path, fmt, patient_from, int(patient_depth), writer)
-            if row is not None:
-                rows.append(row)
+            if row is None:
+                continue
+            if group and (row["_folder"] != group[0]["_folder"] or not row["_folder"]):
+                rows += _one_patient_id(group, writer)
+                group = []
+            group.append(row)
             if len(rows) >= chunk_rows:
                 _flush(writer, rows, labeler)
                 rows = []
-        _flush(writer, rows, labeler)
+        _flush(writer, rows + _one_patient_id(group, writer), labeler)
         return writer.finish()
+
+
+def _one_patient_id(group: list[dict], writer: ManifestWriter) -> list[dict]:
+    """The rows of one patient folder with one patient id rule for all of them (module doc, `patient_from`)."""
+    ids = {r["_dicom_patient"] for r in group if r["_dicom_patient"]}
+    out = []
+    for r in group:
+        dicom_id, r["patient_id"] = r.pop("_dicom_patient"), r.pop("_folder_patient")
+        del r["_folder"]
+        if len(ids) == 1:
+            r["patient_id"] = next(iter(ids))
+        elif ids:
+            if not dicom_id:
+                writer.skip("no PatientID in a folder of several DICOM patients")
+                continue
+            r["patient_id"] = dicom_id
+        out.append(r)
+    return out
 
 
 def _row(root: Path, path: Path, fmt: str, patient_from: str, depth: int, writer: ManifestWriter) -> dict | None:
@@ -106,12 +131,20 @@ def _row(root: Path, path: Path, fmt: str, patient_from: str, depth: int, writer
     if not patient and patient_from == "dicom":
         writer.skip("no DICOM PatientID")
         return None
-    if not patient:
-        patient = patient_from_folder(parts, depth) or rel
     folder = "/".join(parts[:-1])
-    return {"image_id": rel, "patient_id": patient, "study_id": dicom_str(header, "StudyInstanceUID") or folder or rel,
+    return {"_dicom_patient": patient, "_folder_patient": patient_from_folder(parts, depth) or rel,
+            "_folder": _patient_folder(parts, depth),
+            "image_id": rel, "study_id": dicom_str(header, "StudyInstanceUID") or folder or rel,
             "uri": str(path), "view": dicom_str(header, "ViewPosition"), "report": _sidecar(path),
             "format": fmt, "sop_instance_uid": dicom_str(header, "SOPInstanceUID")}
+
+
+def _patient_folder(parts: list[str], depth: int) -> str:
+    """Path of the folder `patient_from_folder` names ('' for a file at the root: its own patient)."""
+    folders = parts[:-1]
+    if not folders:
+        return ""
+    return "/".join(folders[:len(folders) - depth + 1 if 1 <= depth <= len(folders) else 1])
 
 
 def _flush(writer: ManifestWriter, rows: list[dict], labeler) -> None:

@@ -95,8 +95,12 @@ def _write_masks(path: Path, root: Path, masks: Path, line_width: int | None, ch
             if not uid or not image.is_file():
                 writer.skip("annotation for a missing image", len(rows))
                 continue
-            with Image.open(image) as img:
-                size = img.size
+            try:
+                with Image.open(image) as img:
+                    size = img.size
+            except (OSError, ValueError, SyntaxError):   # the image row stays; decoding quarantines it later
+                writer.skip("annotation for an unreadable image", len(rows))
+                continue
             target = masks / f"{uid}.png"
             is_new = not target.exists()
             mask, drawn = load_mask(target, size), 0
