@@ -174,7 +174,8 @@ class EvalSpec(Spec):
                                                                   "CPU actors always run fp32")
     models_per_pass: int = Field(8, ge=1, description="encoders extracted together in one pass over the images")
     probe_c_grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
-    min_positives: int = Field(5, ge=1, description="labels with fewer test positives are skipped (logged)")
+    min_positives: int = Field(5, ge=1, description="labels with fewer test positives are skipped (a macro "
+                                                                 "row's n_labels counts the labels it averages)")
     uncertain: Literal["exclude", "positive", "negative"] = "exclude"
     unmentioned: Literal["negative", "exclude"] = "negative"
     bootstrap: int = Field(200, ge=10)

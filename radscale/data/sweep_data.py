@@ -22,8 +22,8 @@ from radscale.errors import RadscaleError
 
 EVAL_SPLITS = ("probe_train", "probe_val", "test")
 # Bump when the prepared tables gain or lose columns, so a cache written by an older radscale is rebuilt
-# (2: eval rows carry mask_uri and report for segmentation and report generation).
-DATA_LAYOUT = 2
+# (2: eval rows carry mask_uri and report for segmentation and report generation; 3: and mask_devices).
+DATA_LAYOUT = 3
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def _absolute_shards(table: pa.Table, path: str) -> pa.Table:
 
 def _eval_table(table: pa.Table, domain: str, labels: list[str], cap: int) -> pa.Table:
     pointers = [c for c in (SHARD, SHARD_ROW) if c in table.column_names]
-    extras = [c for c in ("mask_uri", "report") if c in table.column_names]   # segmentation, report generation
+    extras = [c for c in ("mask_uri", "mask_devices", "report") if c in table.column_names]  # seg, report gen
     keep = ["image_id", "uri", "patient_id", "split"] + labels + pointers + extras
     t = table.select([c for c in keep if c in table.column_names])
     if cap:

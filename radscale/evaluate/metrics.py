@@ -46,7 +46,8 @@ def auprc(y: np.ndarray, score: np.ndarray) -> float:
 
 def auroc_auprc(y: np.ndarray, score: np.ndarray) -> tuple[float, float]:
     """(auroc, auprc) from one sort: equal to the two functions above up to float rounding; the bootstrap
-    evaluates both on every resample of every label."""
+    evaluates both on every resample of every label. Both are NaN unless both classes are present: AP of a
+    resample without negatives is a trivial 1.0, which would pull the AUPRC interval up while AUROC drops it."""
     y = np.asarray(y, dtype=bool)
     n_pos = int(y.sum())
     n_neg = len(y) - n_pos
@@ -68,7 +69,7 @@ def auroc_auprc(y: np.ndarray, score: np.ndarray) -> tuple[float, float]:
     n_at = len(ss) - starts[::-1]
     ap = float(np.sum(np.diff(tp / n_pos, prepend=0.0) * (tp / n_at)))
     if n_neg == 0:
-        return float("nan"), ap
+        return float("nan"), float("nan")
     rank_sum = float(np.sum(pos_in * (starts + ends + 1) * 0.5))   # average ranks, ties counted half
     return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg), ap
 

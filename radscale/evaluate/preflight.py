@@ -12,7 +12,7 @@ from radscale.config.specs import EvalSpec
 from radscale.data.masks import has_mask_uris
 from radscale.errors import RadscaleError
 from radscale.evaluate.extract import bytes_per_image
-from radscale.evaluate.suite import extraction_options, known_masks
+from radscale.evaluate.suite import annotated_types, extraction_options, known_masks
 from radscale.models.registry import get_flavour
 
 # evaluate_trials holds a pass's columns and, while it reorders them, the reordered copies (on a CPU driver in
@@ -64,13 +64,19 @@ def feature_memory_bytes(spec: EvalSpec, encoders: list[str], n_rows: int, n_seg
 
 
 def check_evaluation(spec: EvalSpec, encoders: list[str], eval_rows: str, *, on_this_host: bool = True) -> int:
-    """Refuses an evaluation whose decoder is missing or whose features would not fit the driver's memory
-    (`eval.max_feature_gb`, default 80 % of this host's); returns the estimated bytes of the largest pass.
+    """Refuses an evaluation whose decoder is missing, whose mask_devices name an unknown device type, or whose
+    features would not fit the driver's memory (`eval.max_feature_gb`, default 80 % of this host's); returns the
+    estimated bytes of the largest pass.
     encoders: the encoder name of every trial still to evaluate. on_this_host=False (`radscale validate`, maybe
     not on the cluster): without an explicit max_feature_gb nothing is refused for its size."""
     check_decoder(spec)
     names = pq.read_schema(eval_rows).names
-    meta = pq.read_table(eval_rows, columns=[c for c in ("mask_uri", "support_devices") if c in names]).to_pandas()
+    cols = [c for c in ("mask_uri", "mask_devices", "support_devices") if c in names]
+    meta = pq.read_table(eval_rows, columns=cols).to_pandas()
+    try:
+        annotated_types(meta)
+    except ValueError as e:
+        raise RadscaleError(f"{eval_rows}: {e}") from None
     n_seg = int(known_masks(meta).sum()) if has_mask_uris(meta) else 0
     need = feature_memory_bytes(spec, encoders, len(meta), n_seg)
     if not spec.max_feature_gb and not on_this_host:

@@ -71,10 +71,17 @@ def unpack_masks(masks: np.ndarray, n_types: int) -> np.ndarray:
     return ((m[:, None] >> bits) & 1).astype(bool)
 
 
-def seg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """BCE + soft Dice on logits/targets [B, K, H, W]; Dice per type pooled over the batch (module docstring)."""
-    bce = F.binary_cross_entropy_with_logits(logits, target)
-    p = torch.sigmoid(logits)
+def seg_loss(logits: torch.Tensor, target: torch.Tensor, annotated: torch.Tensor | None = None) -> torch.Tensor:
+    """BCE + soft Dice on logits/targets [B, K, H, W]; Dice per type pooled over the batch (module docstring).
+    annotated [B, K] (None = all): the types each image's source draws; the others are left out of both terms,
+    so a tube that a dataset never annotates (RANZCR: chest tubes) is not taught as background."""
+    if annotated is None:
+        annotated = torch.ones(logits.shape[:2], dtype=torch.bool, device=logits.device)
+    w = annotated.to(logits.dtype)[:, :, None, None].expand_as(logits)
+    bce_map = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    bce = (bce_map * w).sum() / w.sum().clamp_min(1.0)
+    p = torch.sigmoid(logits) * w
+    target = target * w
     inter, total = (p * target).sum((0, 2, 3)), p.sum((0, 2, 3)) + target.sum((0, 2, 3))
     present = target.sum((0, 2, 3)) > 0
     soft = 1 - (2 * inter + 1) / (total + 1)
@@ -165,8 +172,10 @@ def should_stop(history: list[float], patience: int) -> bool:
 def fit_segmentation_probe(train_tokens: np.ndarray, train_masks: np.ndarray, val_tokens: np.ndarray,
                            val_masks: np.ndarray, grid: tuple[int, int], n_types: int, head: str = "linear",
                            epochs: int = 30, lr: float = 1e-3, seed: int = 0, *, weight_decay: float = 1e-4,
-                           batch_size: int = 16, patience: int = 10, device: str = "cpu") -> SegProbe:
-    """AdamW on probe_train; the epoch with the best probe_val macro Dice is kept. Early stop `patience` epochs
+                           batch_size: int = 16, patience: int = 10, device: str = "cpu",
+                           train_annotated: np.ndarray | None = None) -> SegProbe:
+    """AdamW on probe_train; the epoch with the best probe_val macro Dice is kept. train_annotated bool [N, K]:
+    the device types each training image's source annotates (seg_loss; None = all). Early stop `patience` epochs
     after the best, but never before an epoch with probe_val Dice > 0: a head starts below the 0.5 threshold
     everywhere (Dice 0) and the pyramid head stays there for 5-20 epochs on the phantom, so counting from epoch 1
     stopped it at Dice 0 (measured: 0.000 for every encoder). Callers ensure probe_val has foreground."""
@@ -175,6 +184,9 @@ def fit_segmentation_probe(train_tokens: np.ndarray, train_masks: np.ndarray, va
     grid = (int(grid[0]), int(grid[1]))
     _check(train_tokens, train_masks, grid, "probe_train")
     _check(val_tokens, val_masks, grid, "probe_val")
+    if train_annotated is not None and np.shape(train_annotated) != (len(train_tokens), n_types):
+        raise RadscaleError(f"segmentation probe: train_annotated {np.shape(train_annotated)} for "
+                            f"{len(train_tokens)} images of {n_types} types")
     if not 1 <= n_types <= 8 * np.asarray(train_masks).dtype.itemsize:
         raise RadscaleError(f"segmentation probe: n_types={n_types} does not fit {train_masks.dtype} bitfields")
     mean, std = _token_stats(train_tokens)
@@ -190,7 +202,8 @@ def fit_segmentation_probe(train_tokens: np.ndarray, train_masks: np.ndarray, va
         net.train()
         for idx in np.array_split(rng.permutation(len(train_tokens)), max(1, len(train_tokens) // batch_size)):
             target = torch.as_tensor(unpack_masks(train_masks[idx], n_types), dtype=torch.float32, device=device)
-            loss = seg_loss(probe.logits(train_tokens[idx], size, device), target)
+            ann = None if train_annotated is None else torch.as_tensor(train_annotated[idx], device=device)
+            loss = seg_loss(probe.logits(train_tokens[idx], size, device), target, ann)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

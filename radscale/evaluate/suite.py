@@ -9,7 +9,9 @@ the resamples depend only on the rows and `eval.seed`, so every trial is scored 
 Segmentation rows need masks (`SegMasks`): a row's mask is known when its `mask_uri` was read, or when it has
 none and its `support_devices` label is not positive or uncertain (no device drawn: the phantom's
 convention); a device-positive row without a mask (RANZCR images without annotations) is unknown
-and left out of fitting and scoring.
+and left out of fitting and scoring. Within a known mask, `mask_devices` (the importers': the types its source
+draws, e.g. RANZCR has no chest tubes, CANDID-PTX only chest tubes) limits which types train as background
+(`SegMasks.annotated`); null = every type.
 """
 from __future__ import annotations
 
@@ -43,6 +45,27 @@ SMALL_DECODER = SmallDecoderConfig(dropout=0.0, lr=2e-3)
 class SegMasks:
     masks: np.ndarray           # [N, S, S] uint8 bitfields (bit k = DEVICE_TYPES[k]), rows aligned with meta
     known: np.ndarray           # bool [N]: the row's mask is known (module docstring)
+    annotated: np.ndarray | None = None   # bool [N, K]: types the row's source draws (None = all; annotated_types)
+
+    def rows(self, keep: np.ndarray) -> "SegMasks":
+        return SegMasks(self.masks[keep], self.known[keep], None if self.annotated is None else self.annotated[keep])
+
+
+def annotated_types(meta: pd.DataFrame) -> np.ndarray | None:
+    """bool [N, K] from `mask_devices` ("ett,ngt,cvc,swan_ganz"; null = every type); None without the column."""
+    if "mask_devices" not in meta.columns:
+        return None
+    out = np.ones((len(meta), len(DEVICE_TYPES)), bool)
+    for i, value in enumerate(meta["mask_devices"].tolist()):
+        if value is None or value != value or not str(value).strip():     # null / NaN / empty: every type
+            continue
+        names = [n.strip() for n in str(value).split(",") if n.strip()]
+        bad = [n for n in names if n not in DEVICE_TYPES]
+        if bad:
+            raise ValueError(f"mask_devices: unknown device type {bad[0]!r} at eval row {i} "
+                             f"(known: {', '.join(DEVICE_TYPES)})")
+        out[i] = [t in names for t in DEVICE_TYPES]
+    return out
 
 
 @dataclass(frozen=True)
@@ -102,7 +125,8 @@ def segmentation_table(tokens: np.ndarray, meta: pd.DataFrame, masks: SegMasks, 
         return pd.DataFrame()
     probe = fit_segmentation_probe(tokens[at[tr]], masks.masks[tr], tokens[at[va]], masks.masks[va],
                                    patch_grid(tokens.shape[1]), len(DEVICE_TYPES), spec.seg_head, spec.seg_epochs,
-                                   spec.seg_lr, spec.seed, device=device)
+                                   spec.seg_lr, spec.seed, device=device,
+                                   train_annotated=None if masks.annotated is None else masks.annotated[tr])
     patients = meta["patient_id"].to_numpy()
     parts = []
     for dom in sorted(set(domain)):

@@ -19,8 +19,8 @@ from radscale.data.masks import has_mask_uris, load_square_masks
 from radscale.data.sweep_data import SweepData
 from radscale.data.vocab import Vocabulary
 from radscale.evaluate.preflight import check_decoder
-from radscale.evaluate.suite import (SegMasks, SuiteResult, evaluate_encoder, extraction_options, known_masks,
-                                    needs_patch_tokens)
+from radscale.evaluate.suite import (SegMasks, SuiteResult, annotated_types, evaluate_encoder, extraction_options,
+                                    known_masks, needs_patch_tokens)
 from radscale.models.registry import get_flavour
 from radscale.orchestrate.ingest import eval_images, extract_features
 from radscale.orchestrate.paths import SweepPaths
@@ -40,7 +40,7 @@ def _masks(meta: pd.DataFrame, size: int, spec: EvalSpec) -> SegMasks | None:
     if failed:
         log.warning("segmentation: %d mask file(s) unreadable and left out, e.g. %s", len(failed),
                     meta["mask_uri"].iloc[failed[0]])
-    return SegMasks(masks, known_masks(meta, failed))
+    return SegMasks(masks, known_masks(meta, failed), annotated_types(meta))
 
 
 def _stage(x: np.ndarray, device: str):
@@ -91,7 +91,7 @@ def evaluate_trials(job: JobSpec, trials: list[TrialSpec], data: SweepData, path
             kept = meta_all["eval_id"].isin(pos.index).to_numpy()            # quarantined rows drop
             meta = meta_all[kept].reset_index(drop=True)
             rows = pos.loc[meta["eval_id"]].to_numpy()
-            masks = None if masks_all is None else SegMasks(masks_all.masks[kept], masks_all.known[kept])
+            masks = None if masks_all is None else masks_all.rows(kept)
             # Segmentation tokens: only the rows with a known mask, in meta order (evaluate_encoder's seg_tokens).
             seg_rows = None if masks is None else \
                 pd.Series(np.arange(len(seg_order)), index=seg_order).loc[meta["eval_id"][masks.known]].to_numpy()

@@ -58,6 +58,16 @@ def test_segmentation_tokens_count_only_the_rows_with_known_masks(tmp_path):
         feature_memory_bytes(spec, ["rad-dino-tiny"], 100, 10 + 30 + 20)
 
 
+def test_an_unknown_mask_device_is_refused_before_training(tmp_path):
+    path = tmp_path / "eval.parquet"
+    pq.write_table(pa.table({"eval_id": ["e0", "e1"], "mask_uri": ["m.png", "n.png"],
+                             "mask_devices": ["ett", "ett,pacemaker"]}), path)
+    with pytest.raises(RadscaleError) as e:
+        check_evaluation(EvalSpec(), ["rad-dino-tiny"], str(path))
+    assert str(e.value) == (f"{path}: mask_devices: unknown device type 'pacemaker' at eval row 1 "
+                            "(known: ett, ngt, cvc, swan_ganz, chest_tube)")
+
+
 def test_check_evaluation_refuses_what_cannot_fit_or_run(tmp_path):
     rows = _rows(tmp_path, 1000)
     need = check_evaluation(EvalSpec(), ["rad-dino-tiny", "mi2-tiny"], rows)

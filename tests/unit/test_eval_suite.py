@@ -6,7 +6,8 @@ import torch
 
 from radscale.config.specs import EvalSpec
 from radscale.data.vocab import Vocabulary
-from radscale.evaluate.suite import SegMasks, evaluate_encoder, known_masks, report_test_rows, segmentation_table
+from radscale.evaluate.suite import (SegMasks, annotated_types, evaluate_encoder, known_masks, report_test_rows,
+                                    segmentation_table)
 
 GRID, D = 4, 8
 COLUMNS = ["task", "domain", "metric", "label", "value", "ci_lo", "ci_hi", "n_test", "n_labels", "replicates"]
@@ -151,3 +152,12 @@ def test_report_probe_trains_and_scores_on_the_chosen_section(monkeypatch):
     seen.clear()
     evaluate_encoder(features, patch, meta, spec.model_copy(update={"report_section": "impression"}), Vocabulary())
     assert set(seen["train"] + seen["test"]) == {"Stable."}
+
+
+def test_mask_devices_name_the_types_a_row_annotates():
+    meta = pd.DataFrame({"mask_devices": ["ett,ngt,cvc,swan_ganz", None, "chest_tube", ""]})
+    ann = annotated_types(meta)
+    assert ann.tolist() == [[True, True, True, True, False], [True] * 5, [False] * 4 + [True], [True] * 5]
+    assert annotated_types(pd.DataFrame({"x": [1]})) is None
+    with pytest.raises(ValueError, match="unknown device type 'pacemaker' at eval row 0"):
+        annotated_types(pd.DataFrame({"mask_devices": ["ett,pacemaker"]}))

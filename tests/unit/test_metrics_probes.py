@@ -6,7 +6,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from radscale.config.specs import EvalSpec
 from radscale.data.vocab import Vocabulary
 from radscale.evaluate.classification import evaluate_classification
-from radscale.evaluate.metrics import auprc, auroc, cluster_bootstrap
+from radscale.evaluate.metrics import auprc, auroc, auroc_auprc, cluster_bootstrap
 from radscale.evaluate.probes import label_targets
 
 
@@ -17,6 +17,14 @@ def test_auroc_auprc_match_sklearn(seed):
     s = np.round(rng.normal(size=200) + y, 1)            # rounding makes ties
     assert auroc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
     assert auprc(y, s) == pytest.approx(average_precision_score(y, s), abs=1e-12)
+
+
+def test_a_resample_without_negatives_is_undefined_for_both_metrics():
+    # AP alone would be a perfect 1.0 there and bias the bootstrap interval of AUPRC up
+    y, s = np.array([1, 1, 1]), np.array([0.2, 0.5, 0.9])
+    assert auprc(y, s) == 1.0 and all(np.isnan(auroc_auprc(y, s)))
+    y2, s2 = np.array([1, 0, 1, 0]), np.array([0.9, 0.1, 0.4, 0.5])
+    assert auroc_auprc(y2, s2) == pytest.approx((auroc(y2, s2), auprc(y2, s2)))
 
 
 def test_auroc_hand_case_and_degenerate():
