@@ -57,3 +57,17 @@ class Vocabulary:
 
 
 DEFAULT_VOCABULARY = Vocabulary()
+
+
+def prompt_label_names(vocabulary: Vocabulary) -> tuple[list[str], list[str]]:
+    """UniCL image-label pairs: findings and device presence (the study's 'findings and tube presence')."""
+    keys = list(vocabulary.findings)
+    names = [vocabulary.display(k) for k in keys]
+    for dev in _present_devices(vocabulary):
+        keys.append(f"{dev}_present")
+        names.append(vocabulary.display(f"{dev}_present"))
+    return keys, names
+
+
+def _present_devices(vocabulary: Vocabulary) -> list[str]:
+    return [d for d in DEVICE_TYPES if any(t.startswith(d + "_") for t in vocabulary.tubes)]

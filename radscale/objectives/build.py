@@ -16,7 +16,7 @@ def build_task(encoder: EncoderSpec, train: TrainSpec, seed: int, vocabulary: Vo
                rank: int = 0) -> nn.Module:
     """Seeded init (same weights on every rank); per-rank augmentation streams."""
     from radscale.models.checkpoints import load_open_weights
-    from radscale.train.batches import prompt_label_names
+    from radscale.data.vocab import prompt_label_names
 
     torch.manual_seed(seed)
     flavour = get_flavour(encoder.name)

@@ -21,7 +21,7 @@ from radscale.objectives.ibot import ibot_patch_loss_masked
 from radscale.objectives.koleo import koleo_loss
 from radscale.objectives.masking import block_masks
 from radscale.objectives.rng import generator_state, restore_generator
-from radscale.train.schedules import cosine
+from radscale.objectives.progress import cosine
 
 
 class _Student(nn.Module):

@@ -15,22 +15,8 @@ import numpy as np
 
 from radscale.data.images import ImageDecodeError, decode_bytes, decode_image
 from radscale.data.shards import IMAGE_BYTES
-from radscale.data.vocab import DEVICE_TYPES, Vocabulary
+from radscale.data.vocab import Vocabulary, prompt_label_names
 from radscale.models.text import tokenize
-
-
-def prompt_label_names(vocabulary: Vocabulary) -> tuple[list[str], list[str]]:
-    """UniCL image-label pairs: findings and device presence (the study's 'findings and tube presence')."""
-    keys = list(vocabulary.findings)
-    names = [vocabulary.display(k) for k in keys]
-    for dev in _present_devices(vocabulary):
-        keys.append(f"{dev}_present")
-        names.append(vocabulary.display(f"{dev}_present"))
-    return keys, names
-
-
-def _present_devices(vocabulary: Vocabulary) -> list[str]:
-    return [d for d in DEVICE_TYPES if any(t.startswith(d + "_") for t in vocabulary.tubes)]
 
 
 def square_uint8(pixels: np.ndarray, size: int) -> np.ndarray:

@@ -1,12 +1,9 @@
 """Schedules as pure functions of budget progress in [0, 1] (the step count of a timed trial is unknown)."""
 from __future__ import annotations
 
-import math
+from radscale.objectives.progress import cosine
 
-
-def cosine(progress: float, start: float, end: float) -> float:
-    p = min(max(progress, 0.0), 1.0)
-    return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * p))
+__all__ = ["cosine", "warmup_cosine"]
 
 
 def warmup_cosine(progress: float, peak: float, warmup: float, final: float) -> float:
