@@ -27,11 +27,15 @@ def _sweep(args) -> int:
 
 def _validate(args) -> int:
     from radscale.config.load import load_job
+    from radscale.config.rerun import check_rerun
     from radscale.config.trial import plan_trials
     from radscale.data.sweep_data import prepare_sweep_data
     from radscale.evaluate.preflight import check_evaluation, memory_limit_bytes
+    from radscale.orchestrate.cost import check_cost
 
     job = load_job(args.job, args.set)
+    check_rerun(job, Path(job.sweep.output_dir) / job.sweep.name)
+    check_cost(job)
     data = prepare_sweep_data(job, Path(job.sweep.output_dir) / job.sweep.name)
     trials = plan_trials(job)
     features = check_evaluation(job.eval, [t.encoder.name for t in trials], data.eval_rows, on_this_host=False)

@@ -4,7 +4,7 @@ Every choice the papers leave open is a field here with a documented default, so
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -281,7 +281,7 @@ class CostSpec(Spec):
     prices: str = Field("", description="price table in cluster/prices.toml format; empty with `cluster` set = "
                                         "prices.toml beside it (or in its parent folder)")
     spot_at_ceiling: bool = Field(True, description="price spot node types at their on-demand ceiling")
-    node_prices: dict[str, float] = Field(default_factory=dict,
+    node_prices: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict,
                                           description="node type -> $/node-hour; wins over `prices`")
     default_node_usd_per_hour: float = Field(0.0, ge=0, description="a node whose type is unknown or unpriced; "
                                                                      "0 = hardware.node_price_per_hour")

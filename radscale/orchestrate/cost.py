@@ -99,7 +99,12 @@ def load_price_book(job: JobSpec) -> PriceBook:
             worst = max_usd_per_hour(caps, prices)
     except ClusterConfigError as err:   # a ValueError; the CLI prints RadscaleErrors as one line
         raise RadscaleError(f"cost: {err}") from None
-    return PriceBook(prices, cost.default_node_usd_per_hour or job.hardware.node_price_per_hour, worst)
+    default = cost.default_node_usd_per_hour or job.hardware.node_price_per_hour
+    if cost.budget_usd and not prices and default <= 0:
+        # every node would be priced at $0: measured spend never grows and the bound admits every trial
+        raise RadscaleError("cost.budget_usd is set but no node has a price: set cost.prices or cost.cluster "
+                            "(prices.toml), cost.node_prices or cost.default_node_usd_per_hour")
+    return PriceBook(prices, default, worst)
 
 
 def project_trial_cost(job: JobSpec) -> TrialCost:
@@ -290,6 +295,7 @@ class CostMonitor:
         self.stopped: dict[str, str] = {}
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._stop_raised = False      # the stop file was written (running trials were told)
 
     def start(self) -> "CostMonitor":
         self.poll()
@@ -306,11 +312,12 @@ class CostMonitor:
 
     def poll(self) -> None:
         self.guard.tracker.poll(self._list_nodes())
-        if self.guard.over_budget() and not self.guard.halted:
+        if self.guard.over_budget() and not self._stop_raised:
             spent = self.guard.tracker.spent_usd
             reason = f"cost budget reached (spent ${spent:.2f} >= ${self.guard.budget_usd:.2f})"
-            self.guard.halt(reason)
-            self.stop.raise_(reason)
+            self.guard.halt(reason)       # no new trial starts, even while the stop file cannot be written
+            self.stop.raise_(reason)      # raises on a storage error: the next poll writes it again
+            self._stop_raised = True
             self._echo(f"radscale: cost: {reason}; running trials end at their next report, no new trial starts")
         elif not self.guard.halted:
             requested = self.stop.reason()
@@ -346,6 +353,12 @@ def read_spend(path: Path) -> dict:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return {}
+
+
+def check_cost(job: JobSpec) -> TrialCost:
+    """The cost settings' errors (prices file, cluster node types, a bound without prices), before any compute."""
+    load_price_book(job)
+    return project_trial_cost(job)
 
 
 def build_cost_monitor(job: JobSpec, storage: str, spend_path: Path,

@@ -18,12 +18,14 @@ from typing import Callable
 import pandas as pd
 import torch
 
+from radscale.config.rerun import check_rerun
 from radscale.config.specs import JobSpec
 from radscale.config.trial import TrialSpec, plan_trials
 from radscale.data.sweep_data import SweepData, prepare_sweep_data
 from radscale.data.vocab import Vocabulary
 from radscale.evaluate.preflight import check_evaluation
 from radscale.objectives.build import build_task
+from radscale.orchestrate.cost import check_cost
 from radscale.orchestrate.paths import SweepPaths
 from radscale.tracking.tracker import default_tracking_uri, make_tracker
 
@@ -107,6 +109,8 @@ def save_initial_encoder(job: JobSpec, t: TrialSpec, paths: SweepPaths) -> None:
 def run_sweep(job: JobSpec, echo: Callable[[str], None] = print) -> SweepOutcome:
     vocab = Vocabulary()
     paths = SweepPaths(Path(job.sweep.output_dir) / job.sweep.name)
+    check_rerun(job, paths.root)                                # one folder, one configuration
+    check_cost(job)                                             # prices and projection, before Ray starts
     data = prepare_sweep_data(job, paths.root, vocab)           # refuses bad input before any compute
     trials = plan_trials(job)
     check_evaluation(job.eval, [t.encoder.name for t in trials if not paths.eval_table(t.trial_id).exists()],

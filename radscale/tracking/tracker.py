@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 SWEEP_TAG, TRIAL_TAG, KIND_TAG = "radscale.sweep", "radscale.trial_id", "radscale.kind"
+UPDATED_TAG = "radscale.updated"      # a re-run's new value of an existing (immutable) param
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -50,21 +51,28 @@ class MLflowTracker:
         else:
             self.experiment_id = exp.experiment_id
 
-    def _find(self, tag: str, value: str) -> str | None:
-        runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{tag}` = '{value}'",
-                                       max_results=1, order_by=["attributes.start_time DESC"])
+    def _find(self, **tags: str) -> str | None:
+        where = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+        runs = self.client.search_runs([self.experiment_id], filter_string=where, max_results=1,
+                                       order_by=["attributes.start_time DESC"])
         return runs[0].info.run_id if runs else None
 
     def _params(self, run_id: str, params: dict) -> None:
-        from mlflow.entities import Param
+        """New keys become params; MLflow params are immutable, so a re-run's changed value (e.g. more sizes)
+        is kept as the tag `radscale.updated.<key>` instead of being dropped."""
+        from mlflow.entities import Param, RunTag
 
         existing = self.client.get_run(run_id).data.params
-        new = [Param(k, str(v)[:6000]) for k, v in flatten(params).items() if k not in existing]
+        flat = {k: str(v)[:6000] for k, v in flatten(params).items()}
+        new = [Param(k, v) for k, v in flat.items() if k not in existing]
         for i in range(0, len(new), 100):
             self.client.log_batch(run_id, params=new[i:i + 100])
+        changed = [RunTag(f"{UPDATED_TAG}.{k}", v) for k, v in flat.items() if k in existing and existing[k] != v]
+        for i in range(0, len(changed), 100):
+            self.client.log_batch(run_id, tags=changed[i:i + 100])
 
     def sweep_run(self, sweep: str, params: dict, tags: dict) -> str:
-        run_id = self._find(SWEEP_TAG + ".parent", sweep)
+        run_id = self._find(**{SWEEP_TAG + ".parent": sweep})
         if run_id is None:
             run = self.client.create_run(self.experiment_id, run_name=sweep,
                                          tags={SWEEP_TAG + ".parent": sweep, KIND_TAG: "sweep", **tags})
@@ -75,7 +83,7 @@ class MLflowTracker:
         return run_id
 
     def trial_run(self, parent: str, trial_id: str, params: dict, tags: dict) -> str:
-        run_id = self._find(TRIAL_TAG, trial_id)
+        run_id = self._find(**{TRIAL_TAG: trial_id, "mlflow.parentRunId": parent})   # this sweep's run only
         if run_id is None:
             all_tags = {TRIAL_TAG: trial_id, KIND_TAG: "trial", "mlflow.parentRunId": parent, **tags}
             run_id = self.client.create_run(self.experiment_id, run_name=trial_id, tags=all_tags).info.run_id
@@ -117,7 +125,8 @@ class MLflowTracker:
         out = []
         for r in self.client.search_runs([self.experiment_id], max_results=10000):
             out.append({"run_id": r.info.run_id, "name": r.info.run_name, "status": r.info.status,
-                        "tags": dict(r.data.tags), "metrics": dict(r.data.metrics)})
+                        "tags": dict(r.data.tags), "metrics": dict(r.data.metrics),
+                        "params": dict(r.data.params)})
         return out
 
 

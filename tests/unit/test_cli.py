@@ -25,6 +25,22 @@ def test_missing_manifest_is_refused_before_compute(tmp_path):
     assert out.stderr.strip() == f"radscale: error: {tmp_path / 'nope.parquet'}: manifest not found"
 
 
+def test_bad_cost_settings_and_changed_reruns_are_refused_before_compute(tmp_path):
+    out = _run("sweep", "jobs/demo.toml", "--set", f"sweep.output_dir='{tmp_path}'", "--set",
+               f"cost.prices='{tmp_path / 'nope.toml'}'")
+    assert out.returncode == 2 and out.stderr.strip() == \
+        f"radscale: error: cost.prices: {tmp_path / 'nope.toml'}: file not found"
+    assert not (tmp_path / "demo").exists()                 # no phantom, no data, no Ray
+    (tmp_path / "demo").mkdir()
+    ok = _run("validate", "jobs/demo.toml", "--set", f"sweep.output_dir='{tmp_path}'")
+    assert ok.returncode == 0, ok.stderr
+    from radscale.config.load import load_job
+    (tmp_path / "demo" / "job.json").write_text(load_job(ROOT / "jobs/demo.toml").model_dump_json())  # a first run
+    out = _run("validate", "jobs/demo.toml", "--set", f"sweep.output_dir='{tmp_path}'", "--set", "train.lr=0.5")
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert "this sweep was run with other settings (train.lr)" in out.stderr
+
+
 def test_help_lists_commands():
     out = _run("--help")
     assert out.returncode == 0 and all(c in out.stdout for c in ("sweep", "validate", "phantom", "report", "ui"))

@@ -65,6 +65,15 @@ def test_price_errors_are_one_line(tmp_path, monkeypatch):
     assert "no price for node type(s)" in str(err.value) and "\n" not in str(err.value)
 
 
+def test_a_bound_without_node_prices_or_with_negative_ones_is_refused():
+    # $0 nodes: measured spend would never grow, and every trial would be admitted under any bound
+    with pytest.raises(RadscaleError, match="cost.budget_usd is set but no node has a price"):
+        load_price_book(_job(cost={"budget_usd": 100.0, "trial_usd_per_hour": 40.0}))
+    assert load_price_book(_job(cost={"budget_usd": 100.0, "node_prices": {"gpu": 4.0}})).prices == {"gpu": 4.0}
+    with pytest.raises(RadscaleError, match="cost.node_prices.gpu"):
+        _job(cost={"node_prices": {"gpu": -5.0}})
+
+
 def test_projection_per_budget_mode():
     job = _job(hardware={"num_workers": 8, "node_price_per_hour": 6.9}, cost={"startup_overhead_s": 600})
     cost = project_trial_cost(job)
@@ -141,6 +150,36 @@ def test_stop_signal_roundtrip(tmp_path, kind):
     assert stop.reason() is None
     (tmp_path / "store" / "s.stop").write_text("")               # a user's `touch` works too
     assert stop.reason() == ""
+
+
+def test_a_stop_file_that_fails_to_write_is_written_at_the_next_poll(tmp_path):
+    clock = Clock()
+    tracker = SpendTracker(PriceBook({}, default=3600.0), clock=clock)
+    guard = CostGuard(10.0, TrialCost(5.0, 3600.0), tracker, clock)
+    stop = StopSignal.for_sweep(str(tmp_path / "ray"), "c")
+    calls = []
+
+    class Flaky:                           # the stop signal with a transient storage error on the first write
+        uri = stop.uri
+
+        def reason(self):
+            return stop.reason()
+
+        def raise_(self, reason):
+            calls.append(reason)
+            if len(calls) == 1:
+                raise OSError("503 Slow Down")
+            stop.raise_(reason)
+    monitor = CostMonitor(guard, Flaky(), tmp_path / "spend.json", 1.0, lambda: [("n", "")], lambda _m: None)
+    monitor.poll()
+    clock.t += 20
+    with pytest.raises(OSError):
+        monitor.poll()
+    assert guard.halted and stop.reason() is None          # no new trial starts; the running ones not told yet
+    monitor.poll()
+    assert len(calls) == 2 and "cost budget reached" in stop.reason()
+    monitor.poll()
+    assert len(calls) == 2                                   # written once it succeeded
 
 
 def test_monitor_raises_the_stop_at_the_bound_and_spend_accumulates_across_runs(tmp_path):

@@ -24,6 +24,17 @@ def test_runs_are_reused_by_tag(tracker, tmp_path):
     assert trial["tags"]["mlflow.parentRunId"] == parent and trial["tags"]["encoder"] == "enc"
 
 
+def test_trial_runs_belong_to_their_sweep_and_changed_params_are_kept(tracker):
+    a = tracker.sweep_run("a", {"sizes": "[10]"}, {})
+    b = tracker.sweep_run("b", {}, {})                      # another sweep in the same experiment
+    ra = tracker.trial_run(a, "enc.dinov2.n10.s0", {"size": 10}, {})
+    rb = tracker.trial_run(b, "enc.dinov2.n10.s0", {"size": 10}, {})
+    assert ra != rb and tracker.trial_run(a, "enc.dinov2.n10.s0", {"size": 10}, {}) == ra
+    assert tracker.sweep_run("a", {"sizes": "[10, 20]"}, {}) == a          # a re-run that added a size
+    run = {r["name"]: r for r in tracker.runs()}["a"]
+    assert run["params"]["sizes"] == "[10]" and run["tags"]["radscale.updated.sizes"] == "[10, 20]"
+
+
 def test_artifacts_land_under_the_given_root(tracker, tmp_path):
     run = tracker.sweep_run("s", {}, {})
     tracker.log_dict(run, {"x": 1}, "job.json")

@@ -1,0 +1,72 @@
+"""One sweep folder, one configuration: a re-run may add sizes, seeds or encoders (and change tracking, cost or
+scheduling), never what a finished trial's result depends on, or old and new results would mix in one table.
+
+Trial ids are `encoder.objective.nSIZE.sSEED` and a trial with a result.json is skipped, so without this check a
+re-run with another budget, data or train setting would keep the old results and add new ones beside them.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from radscale.config.load import validate_job
+from radscale.config.specs import JobSpec
+from radscale.errors import RadscaleError
+
+TRAINING = ("data", "budget", "train", "hardware")
+# Settings that change cost, scheduling or fault handling, not what a trial computes.
+FREE_HARDWARE = ("node_price_per_hour", "max_failures", "peak_tflops")
+
+
+def _flat(value, prefix: str) -> dict[str, object]:
+    if isinstance(value, dict):
+        out: dict[str, object] = {}
+        for k, v in value.items():
+            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: value}
+
+
+def _diff(a, b, prefix: str) -> list[str]:
+    fa, fb = _flat(a, prefix), _flat(b, prefix)
+    return sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k))
+
+
+def changed_settings(old: JobSpec, new: JobSpec) -> tuple[list[str], list[str]]:
+    """(keys that change what training computes, keys that change what evaluation computes)."""
+    a, b = old.model_dump(mode="json"), new.model_dump(mode="json")
+    for d in (a, b):
+        for k in FREE_HARDWARE:
+            d["hardware"].pop(k, None)
+    training = [k for sec in TRAINING for k in _diff(a[sec], b[sec], sec)]
+    before = {f"{e['name']}.{e['objective']}": e for e in a["encoders"]}
+    for e in b["encoders"]:
+        key = f"{e['name']}.{e['objective']}"
+        if key in before:
+            training += _diff(before[key], e, f"encoders[{key}]")
+    return training, _diff(a["eval"], b["eval"], "eval")
+
+
+def _shown(keys: list[str]) -> str:
+    return ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+
+
+def check_rerun(job: JobSpec, root: Path) -> None:
+    """Refuse, before any compute, a run whose settings differ from the earlier run of the same sweep folder in
+    what its existing results depend on."""
+    path = Path(root) / "job.json"
+    if not path.exists():
+        return
+    try:
+        old = validate_job(json.loads(path.read_text()), str(path))
+    except (ValueError, RadscaleError) as e:
+        raise RadscaleError(f"{path}: the earlier run's settings cannot be read ({str(e).splitlines()[0][:120]}); "
+                            "use a new sweep.name") from None
+    training, evaluation = changed_settings(old, job)
+    if training:
+        raise RadscaleError(f"{path}: this sweep was run with other settings ({_shown(training)}); new results "
+                            "would mix with the old ones: use a new sweep.name (or output_dir)")
+    if evaluation and any((Path(root) / "trials").glob("*/eval.parquet")):
+        raise RadscaleError(f"{path}: this sweep was evaluated with other settings ({_shown(evaluation)}); "
+                            f"delete {Path(root) / 'trials'}/*/eval.parquet to re-evaluate every trial with them, "
+                            "or use a new sweep.name")
