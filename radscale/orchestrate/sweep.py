@@ -162,7 +162,9 @@ def run_sweep(job: JobSpec, echo: Callable[[str], None] = print) -> SweepOutcome
         echo(f"radscale: evaluating {len(to_eval)} encoder(s) on frozen features")
 
         def done(t: TrialSpec, table: pd.DataFrame) -> None:
-            table.to_parquet(paths.eval_table(t.trial_id))
+            part = paths.eval_table(t.trial_id).with_suffix(".parquet.tmp")
+            table.to_parquet(part)
+            part.replace(paths.eval_table(t.trial_id))     # a crash mid-write leaves no "evaluated" trial
             run = tracker.trial_run(parent, t.trial_id, trial_params(job, t), trial_tags(t))   # reopens it
             tracker.log_metrics(run, eval_metrics(table))
             tracker.finish(run)
