@@ -115,6 +115,9 @@ class ClipSpec(Spec):
     image_scale: tuple[float, float] = (0.8, 1.0)
     random_erasing_p: float = 0.25
     logit_scale_init: float = Field(1.0, description="MI2 initialises the log scale to 1.0 (scale e)")
+    max_logit_scale: float = Field(100.0, ge=0, description="cap of the scale exp(logit_scale) in the loss, as "
+                                                            "CLIP / open_clip (100); 0 = no cap (MI2's own cap "
+                                                            "is not published)")
     context_length: int = 77
     label_sampling: Literal["one_positive"] = "one_positive"
     positive_policy: Literal["any_shared", "sample_one"] = "any_shared"

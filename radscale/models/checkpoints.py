@@ -7,12 +7,15 @@ like random init.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from radscale.errors import RadscaleError
+
+log = logging.getLogger(__name__)
 
 
 def load_state(path: str | Path) -> dict[str, torch.Tensor]:
@@ -44,7 +47,11 @@ def load_open_weights(task_or_model: nn.Module, encoder) -> dict:
     source = detect_format(encoder.weights)
     if source.format == "radscale":
         path = source.weights[0]
-        return load_into(_image_encoder(task_or_model), load_state(path), str(path), strict=not allow_partial)
+        target = _image_encoder(task_or_model)
+        if target is not task_or_model:       # a trial's encoder.pt: no text tower, projections or DINO heads
+            log.warning("%s: a radscale encoder.pt holds the image encoder only; the task's other parts (text "
+                        "tower, projections, DINO/iBOT heads) start from their initialisation", path)
+        return load_into(target, load_state(path), str(path), strict=not allow_partial)
     report = load_open_weights_into(task_or_model, encoder.weights, allow_partial=allow_partial)
     return {"missing": list(report.missing), "unexpected": list(report.unexpected), "report": report}
 

@@ -1,12 +1,17 @@
 """ViT image encoder (RAD-DINO / DINOv2 shape) on timm blocks, with iBOT mask tokens.
 
 Masked patch tokens are replaced by a learned `mask_token` before the position embedding is added, as in
-DINOv2's `prepare_tokens_with_masks`; timm's ViT has no mask token, so the token lives here.
+DINOv2's `prepare_tokens_with_masks`; timm's ViT has no mask token, so the token lives here. At other input
+sizes (224 px global and 98 px local crops of a 518 px model) the position embedding is resized bicubically
+without antialiasing to the token grid, as Hugging Face's Dinov2Model does for RAD-DINO (timm's default
+antialiases: 6 % off at 37 -> 16, 27 % at 37 -> 7). DINOv2's own code adds a 0.1 offset to the scale factor;
+not matched here.
 """
 from __future__ import annotations
 
 import timm
 import torch
+from timm.layers import resample_abs_pos_embed
 from torch import nn
 
 from radscale.models.preprocess import Normalize
@@ -41,7 +46,7 @@ class ViTEncoder(nn.Module):
             b, h, w, d = x.shape
             m = masks.view(b, h, w, 1)
             x = torch.where(m, self.mask_token.to(x.dtype).view(1, 1, 1, d), x)
-        x = self.vit._pos_embed(x)
+        x = self._pos_embed(x)
         x = self.vit.norm_pre(x)
         extra = {}
         for i, blk in enumerate(self.vit.blocks):
@@ -56,6 +61,23 @@ class ViTEncoder(nn.Module):
         out = {"cls": x[:, 0], "patch": x[:, self.vit.num_prefix_tokens:]}
         out.update(extra)
         return out
+
+    def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, h, w, D] patch tokens -> [B, prefix + h*w, D] with class (and register) tokens and positions."""
+        v = self.vit
+        b, h, w, d = x.shape
+        pos = v.pos_embed
+        if (h, w) != tuple(v.patch_embed.grid_size):
+            pos = resample_abs_pos_embed(pos, new_size=[h, w], old_size=list(v.patch_embed.grid_size),
+                                         num_prefix_tokens=0 if v.no_embed_class else v.num_prefix_tokens,
+                                         antialias=False)
+        x = x.reshape(b, h * w, d)
+        prefix = [t.expand(b, -1, -1) for t in (v.cls_token, v.reg_token) if t is not None]
+        if v.no_embed_class:
+            x = torch.cat(prefix + [x + pos], dim=1)
+        else:
+            x = torch.cat(prefix + [x], dim=1) + pos
+        return v.pos_drop(x)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.forward_features(images)["cls"]

@@ -120,7 +120,7 @@ def read_hf_config(directory: Path) -> dict:
 
 
 def resample_pos_embed(posemb: torch.Tensor, target_shape: tuple[int, ...]) -> torch.Tensor | None:
-    """[1, 1+N, D] -> [1, 1+M, D] on square grids (timm's bicubic resampling); None if shapes are not that."""
+    """[1, 1+N, D] -> [1, 1+M, D] on square grids (bicubic, no antialiasing); None if shapes are not that."""
     if posemb.dim() != 3 or len(target_shape) != 3 or posemb.shape[-1] != target_shape[-1]:
         return None
     old, new = math.isqrt(posemb.shape[1] - 1), math.isqrt(target_shape[1] - 1)
@@ -128,7 +128,8 @@ def resample_pos_embed(posemb: torch.Tensor, target_shape: tuple[int, ...]) -> t
         return None
     if posemb.is_meta:
         return torch.empty(target_shape, dtype=posemb.dtype, device="meta")
-    out = resample_abs_pos_embed(posemb.float(), new_size=[new, new], old_size=[old, old], num_prefix_tokens=1)
+    out = resample_abs_pos_embed(posemb.float(), new_size=[new, new], old_size=[old, old], num_prefix_tokens=1,
+                                 antialias=False)     # as the encoder resizes at other input sizes (vit.py)
     return out.to(posemb.dtype)
 
 

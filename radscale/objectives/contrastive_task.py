@@ -75,7 +75,7 @@ class ContrastiveTask(nn.Module):
             # one rank: no host round trip (a CUDA .item() would stall the step queue)
             n = all_gather_no_grad(torch.tensor([b], device=img.device)).sum().item() if is_distributed() else b
             positives = torch.eye(int(n), dtype=torch.bool, device=img.device)
-            loss = unicl_loss(img, txt, positives, self.model.logit_scale.exp().squeeze())
+            loss = unicl_loss(img, txt, positives, self._scale())
         else:
             # UniCL triplets: (image, its report, -1) and (image, prompt of a sampled label, label index).
             prompt_tokens, key = self._sample_prompts(labels)
@@ -84,13 +84,20 @@ class ContrastiveTask(nn.Module):
             ids = torch.arange(b, device=img.device) + rank() * 10**6
             texts = torch.cat([txt, self.model.encode_text(prompt_tokens)])
             text_labels = torch.cat([torch.full_like(key, -1), key])
-            g_labels, g_text_labels, g_ids = gather_keys(torch.cat([image_labels, image_labels]), text_labels,
-                                                         torch.cat([ids, ids]))
+            g_labels, g_text_labels, g_ids, g_keys = gather_keys(
+                torch.cat([image_labels, image_labels]), text_labels, torch.cat([ids, ids]), torch.cat([key, key]))
+            # both copies of an image carry its sampled label (sample_one), so they get the same targets
             positives = positives_from_label_sets(g_labels, g_text_labels, self.spec.positive_policy, g_ids,
-                                                  check_range=False)   # keys are in [-1, L] by construction
-            loss = unicl_loss(torch.cat([img, img]), texts, positives, self.model.logit_scale.exp().squeeze())
+                                                  check_range=False, image_keys=g_keys)   # keys in [-1, L]
+            loss = unicl_loss(torch.cat([img, img]), texts, positives, self._scale())
         metrics = {"loss": loss.detach(), "logit_scale": self.model.logit_scale.detach().exp().squeeze()}
         return loss, metrics
+
+    def _scale(self) -> torch.Tensor:
+        """exp(logit_scale), capped at `max_logit_scale` (no gradient beyond the cap, as open_clip's clamp)."""
+        scale = self.model.logit_scale.exp().squeeze()
+        cap = self.spec.max_logit_scale
+        return scale.clamp(max=cap) if cap else scale
 
     def after_step(self, progress: float) -> float:
         return 0.0

@@ -60,6 +60,7 @@ def positives_from_label_sets(
     policy: str,
     image_ids: Optional[Tensor] = None,
     check_range: bool = True,
+    image_keys: Optional[Tensor] = None,
 ) -> Tensor:
     """Positives for a UniCL triplet batch under an explicit multi-label policy.
 
@@ -71,6 +72,9 @@ def positives_from_label_sets(
             for every copy of that image in the batch. Default: only pair i <-> text i.
         check_range: validate text_labels' range; it reads the values on the host (a device sync per step), so
             a caller whose labels are in range by construction (the training task) turns it off.
+        image_keys: ``"sample_one"`` only: [B] the label sampled for the image behind row i (-1 none). Default
+            text_labels (each row's own pair). A batch that repeats an image (next to its report and next to its
+            label prompt) must pass the sampled label for every copy, or the copies get opposite targets.
 
     Returns:
         [B, B] bool positives (rows images, columns texts); the diagonal is always positive.
@@ -91,8 +95,11 @@ def positives_from_label_sets(
         same = same | positives_from_keys(image_ids, image_ids)
     is_label_text = (text_labels >= 0).unsqueeze(0)  # [1, B] over texts
     if policy == "sample_one":
-        # An image-label pair's image is represented by its sampled label text_labels[i].
-        shared = (text_labels.unsqueeze(1) == text_labels.unsqueeze(0)) & is_label_text
+        # An image is represented by its sampled label (image_keys[i], by default its own pair's label).
+        keys = text_labels if image_keys is None else image_keys
+        if keys.shape != text_labels.shape:
+            raise ValueError(f"positives_from_label_sets: image_keys {tuple(keys.shape)} for {b} texts")
+        shared = (keys.unsqueeze(1) == text_labels.unsqueeze(0)) & is_label_text & (keys >= 0).unsqueeze(1)
     else:
         columns = text_labels.clamp(min=0)
         shared = image_labels.bool()[:, columns] & is_label_text

@@ -97,6 +97,17 @@ def test_positives_policies_on_a_hand_made_batch() -> None:
     ids = torch.tensor([5, 6, 5, 7])
     same_image = positives_from_label_sets(image_labels, text_labels, "sample_one", image_ids=ids)
     assert same_image[0, 2] and same_image[2, 0]  # texts made for image 5 are positives of both copies
+    # The training batch repeats each image (next to its report, next to its sampled label's prompt): with the
+    # sampled label as every copy's key, duplicated rows get identical targets.
+    key = torch.tensor([0, 0, 1])
+    labels3 = torch.tensor([[1, 0], [1, 1], [0, 1]], dtype=torch.bool)
+    texts = torch.cat([torch.full((3,), -1), key])
+    dup_ids = torch.arange(3).repeat(2)
+    for keys, consistent in ((None, False), (key.repeat(2), True)):
+        p = positives_from_label_sets(labels3.repeat(2, 1), texts, "sample_one", dup_ids, image_keys=keys)
+        assert torch.equal(p[:3], p[3:]) == consistent
+    assert positives_from_label_sets(labels3.repeat(2, 1), texts, "sample_one", dup_ids,
+                                     image_keys=key.repeat(2))[0].tolist() == [1, 0, 0, 1, 1, 0]
     with pytest.raises(ValueError, match="policy"):
         positives_from_label_sets(image_labels, text_labels, "all")
     with pytest.raises(ValueError, match="text_labels"):
@@ -107,3 +118,18 @@ def test_single_process_gather_is_identity() -> None:
     keys = torch.arange(5)
     (gathered,) = gather_keys(keys)
     assert torch.equal(gathered, keys)
+
+
+def test_the_logit_scale_is_capped_in_the_loss() -> None:
+    from radscale.config.specs import ClipSpec, EncoderSpec, TrainSpec
+    from radscale.objectives.build import build_task
+
+    task = build_task(EncoderSpec(name="mi2-tiny", objective="clip"), TrainSpec(), 0)
+    with torch.no_grad():
+        task.model.logit_scale.fill_(6.0)                         # e^6 = 403
+    scale = task._scale()
+    assert float(scale) == 100.0
+    scale.backward()
+    assert float(task.model.logit_scale.grad) == 0.0               # no push beyond the cap
+    task.spec = ClipSpec(max_logit_scale=0)
+    assert float(task._scale()) == pytest.approx(float(torch.exp(torch.tensor(6.0))))

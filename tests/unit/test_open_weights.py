@@ -76,6 +76,13 @@ def _assert_matches_hf(encoder: ViTEncoder, hf_model) -> None:
         ref = _hf_features(hf_model, x, m)
         assert torch.allclose(ours["cls"], ref[:, 0], atol=1e-5)
         assert torch.allclose(ours["patch"], ref[:, 1:], atol=1e-5)
+    for size in (28, 42, 84):       # crops: the position embedding resized as HF resizes it (no antialiasing)
+        x = torch.rand(2, 1, size, size)
+        with torch.no_grad():
+            ours = encoder.forward_features(x)
+        ref = _hf_features(hf_model, x)
+        assert torch.allclose(ours["cls"], ref[:, 0], atol=1e-5), size
+        assert torch.allclose(ours["patch"], ref[:, 1:], atol=1e-5), size
 
 
 def _write_dinov2_layout(hf_dir: Path, out: Path) -> dict[str, torch.Tensor]:
@@ -201,7 +208,7 @@ def test_inspect_checkpoint_uses_registry_shapes_without_loading(tmp_path):
         inspect_checkpoint(str(tmp_path), "mi2-tiny")
 
 
-def test_radscale_encoder_pt_and_unrecognised_files(tmp_path):
+def test_radscale_encoder_pt_and_unrecognised_files(tmp_path, caplog):
     torch.manual_seed(4)
     src = build_image_encoder("rad-dino-tiny")
     torch.save(src.state_dict(), tmp_path / "encoder.pt")
@@ -210,6 +217,12 @@ def test_radscale_encoder_pt_and_unrecognised_files(tmp_path):
     target = build_image_encoder("rad-dino-tiny")
     load_open_weights(target, SimpleNamespace(weights=str(tmp_path / "encoder.pt")))
     assert all(torch.equal(target.state_dict()[k], v) for k, v in src.state_dict().items())
+    from radscale.config.specs import EncoderSpec, TrainSpec
+    from radscale.objectives.build import build_task
+    with caplog.at_level("WARNING", logger="radscale.models.checkpoints"):   # into a task: say what stays new
+        build_task(EncoderSpec(name="rad-dino-tiny", objective="dinov2", weights=str(tmp_path / "encoder.pt")),
+                   TrainSpec(), 0)
+    assert any("holds the image encoder only" in r.getMessage() for r in caplog.records)
     torch.save({"foo.bar": torch.zeros(2)}, tmp_path / "odd.pt")
     with pytest.raises(RadscaleError, match="unrecognised key layout"):
         detect_format(tmp_path / "odd.pt")
