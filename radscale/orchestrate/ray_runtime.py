@@ -75,8 +75,8 @@ class StopWatcher:
                 if self._signal.reason() is not None:
                     self._set.set()
                     return
-            except OSError:             # storage hiccup: try again at the next poll
-                pass
+            except Exception:           # noqa: BLE001 -- storage hiccup (OSError, pyarrow's ArrowException...):
+                pass                    # the thread must outlive it, or this trial could never be stopped
             self._closed.wait(self._every_s)
 
     def __call__(self) -> bool:

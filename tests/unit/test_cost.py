@@ -283,3 +283,23 @@ def test_recovery_interval_is_recorded_not_trained(tmp_path):
     (tmp_path / "trial.json").write_text(json.dumps({"saved_unix": 100.0, "io_s": 2.0, "clean_end": True}))
     assert _carried(str(tmp_path), 5000.0)["recovery_s"] == 0.0                 # a clean stop, resumed later
     assert _carried(None, 1.0) == {"io_s": 0.0, "recovery_s": 0.0}
+
+
+def test_the_trial_stop_watcher_survives_any_storage_error(monkeypatch):
+    import time
+
+    from radscale.orchestrate.ray_runtime import StopWatcher
+    calls = []
+
+    def reason(self):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("ArrowInvalid: transient")      # not an OSError
+        return "cost budget reached"
+    monkeypatch.setattr(StopSignal, "reason", reason)
+    watch = StopWatcher("/tmp/radscale-test.stop", every_s=0.01)
+    deadline = time.time() + 5
+    while not watch() and time.time() < deadline:
+        time.sleep(0.01)
+    watch.close()
+    assert watch() and len(calls) >= 2
