@@ -355,6 +355,18 @@ def read_spend(path: Path) -> dict:
         return {}
 
 
+def over_bound_note(budget_usd: float, spent_usd: float, n_trials: int, trial: TrialCost) -> str | None:
+    """Said before training when the trials to train project over the bound: the guard will run what fits
+    (in sweep order) and skip the rest, so the user learns it now, not hours later."""
+    projected = n_trials * trial.usd
+    if not budget_usd or not n_trials or spent_usd + projected <= budget_usd:
+        return None
+    fits = max(0, int((budget_usd - spent_usd) // trial.usd)) if trial.usd > 0 else n_trials
+    return (f"radscale: cost: {n_trials} trial(s) to train project ${projected:.2f} (+ ${spent_usd:.2f} spent) "
+            f"over the ${budget_usd:.2f} bound: about {fits} can run, the rest will be skipped (raise "
+            "cost.budget_usd to run them all)")
+
+
 def check_cost(job: JobSpec) -> TrialCost:
     """The cost settings' errors (prices file, cluster node types, a bound without prices), before any compute."""
     load_price_book(job)

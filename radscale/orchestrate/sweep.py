@@ -25,7 +25,7 @@ from radscale.data.sweep_data import SweepData, prepare_sweep_data
 from radscale.data.vocab import Vocabulary
 from radscale.evaluate.preflight import check_evaluation
 from radscale.objectives.build import build_task
-from radscale.orchestrate.cost import check_cost
+from radscale.orchestrate.cost import check_cost, over_bound_note, read_spend
 from radscale.orchestrate.paths import SweepPaths
 from radscale.tracking.tracker import default_tracking_uri, make_tracker
 
@@ -110,7 +110,7 @@ def run_sweep(job: JobSpec, echo: Callable[[str], None] = print) -> SweepOutcome
     vocab = Vocabulary()
     paths = SweepPaths(Path(job.sweep.output_dir) / job.sweep.name)
     check_rerun(job, paths.root)                                # one folder, one configuration
-    check_cost(job)                                             # prices and projection, before Ray starts
+    trial_cost = check_cost(job)                                # prices and projection, before Ray starts
     data = prepare_sweep_data(job, paths.root, vocab)           # refuses bad input before any compute
     trials = plan_trials(job)
     check_evaluation(job.eval, [t.encoder.name for t in trials if not paths.eval_table(t.trial_id).exists()],
@@ -132,6 +132,9 @@ def run_sweep(job: JobSpec, echo: Callable[[str], None] = print) -> SweepOutcome
     skipped = [t.trial_id for t in trials if t.trained and t not in todo]
     if skipped:
         echo(f"radscale: {len(skipped)} trial(s) already complete, skipped")
+    spent = float(read_spend(paths.root / SPEND_JSON).get("spent_usd", 0.0))
+    if (note := over_bound_note(job.cost.budget_usd, spent, len(todo), trial_cost)) is not None:
+        echo(note)
     over_budget: dict[str, str] = {}
     if todo:
         from radscale.orchestrate.tune_sweep import run_trials
@@ -209,8 +212,6 @@ def _report_stopped(job: JobSpec, todo: list[TrialSpec], paths: SweepPaths, trac
 
 def _close_spend(cluster: _Cluster, paths: SweepPaths, tracker, parent: str, echo: Callable[[str], None]) -> dict:
     """Final spend.json (earlier runs of the sweep included) and its figures on the sweep's MLflow run."""
-    from radscale.orchestrate.cost import read_spend
-
     spend = cluster.monitor.close() if cluster.monitor is not None else read_spend(paths.root / SPEND_JSON)
     if not spend:
         return {}

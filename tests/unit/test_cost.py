@@ -12,7 +12,7 @@ from radscale.errors import RadscaleError
 from radscale.orchestrate.cluster_config import load_prices, max_usd_per_hour, node_caps, validate_autoscaler_yaml
 from radscale.orchestrate.cost import (
     CostGuard, CostMonitor, PriceBook, SpendTracker, StopSignal, TrialCost, build_cost_monitor, load_price_book,
-    node_type, project_trial_cost,
+    node_type, over_bound_note, project_trial_cost,
 )
 from radscale.train.budget import BudgetClock, BudgetState
 from radscale.train.loop import LoopSettings, run_budgeted_loop
@@ -303,3 +303,12 @@ def test_the_trial_stop_watcher_survives_any_storage_error(monkeypatch):
         time.sleep(0.01)
     watch.close()
     assert watch() and len(calls) >= 2
+
+
+def test_a_sweep_projected_over_its_bound_is_told_before_training():
+    trial = TrialCost(3600.0, 40.0)                                  # $40 per trial
+    assert over_bound_note(100.0, 0.0, 2, trial) is None             # $80 fits
+    assert over_bound_note(0.0, 0.0, 10, trial) is None              # no bound
+    note = over_bound_note(100.0, 10.0, 10, trial)
+    assert note == ("radscale: cost: 10 trial(s) to train project $400.00 (+ $10.00 spent) over the $100.00 "
+                    "bound: about 2 can run, the rest will be skipped (raise cost.budget_usd to run them all)")
