@@ -14,8 +14,10 @@ from radscale.config.specs import JobSpec
 from radscale.errors import RadscaleError
 
 TRAINING = ("data", "budget", "train", "hardware")
-# Settings that change cost, scheduling or fault handling, not what a trial computes.
-FREE_HARDWARE = ("node_price_per_hour", "max_failures", "peak_tflops")
+# Settings that change cost, scheduling, I/O or fault handling, not what a trial computes (the budget clock is
+# paused while reports and checkpoints are written).
+FREE = {"hardware": ("node_price_per_hour", "max_failures", "peak_tflops"),
+        "train": ("report_every_s", "checkpoint_every_s")}
 
 
 def _flat(value, prefix: str) -> dict[str, object]:
@@ -36,8 +38,9 @@ def changed_settings(old: JobSpec, new: JobSpec) -> tuple[list[str], list[str]]:
     """(keys that change what training computes, keys that change what evaluation computes)."""
     a, b = old.model_dump(mode="json"), new.model_dump(mode="json")
     for d in (a, b):
-        for k in FREE_HARDWARE:
-            d["hardware"].pop(k, None)
+        for section, keys in FREE.items():
+            for k in keys:
+                d[section].pop(k, None)
     training = [k for sec in TRAINING for k in _diff(a[sec], b[sec], sec)]
     before = {f"{e['name']}.{e['objective']}": e for e in a["encoders"]}
     for e in b["encoders"]:

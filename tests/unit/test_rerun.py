@@ -27,7 +27,8 @@ def test_growing_a_sweep_or_changing_cost_and_scheduling_is_allowed():
     grown = validate_job({**BASE, "sizes": [100, 200, 400], "sweep": {"name": "s", "seeds": [0, 1],
                                                                        "max_concurrent_trials": 4},
                           "encoders": [*BASE["encoders"], {"name": "mi2-tiny", "objective": "clip"}],
-                          "hardware": {"node_price_per_hour": 3.0, "max_failures": 5}})
+                          "hardware": {"node_price_per_hour": 3.0, "max_failures": 5},
+                          "train": {"checkpoint_every_s": 600.0, "report_every_s": 5.0}})
     assert changed_settings(old, grown) == ([], [])
 
 
