@@ -12,6 +12,18 @@ from radscale.config.specs import JobSpec
 from radscale.errors import RadscaleError
 
 
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> {"a.b.c": value} (the keys `--set` takes; MLflow params; re-run diffs)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     """`a.b=c` -> (['a','b'], value). The value is read as a TOML literal, else taken as a string."""
     if "=" not in item:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from radscale.config.load import validate_job
+from radscale.config.load import flatten, validate_job
 from radscale.config.specs import JobSpec
 from radscale.errors import RadscaleError
 
@@ -20,17 +20,8 @@ FREE = {"hardware": ("node_price_per_hour", "max_failures", "peak_tflops"),
         "train": ("report_every_s", "checkpoint_every_s")}
 
 
-def _flat(value, prefix: str) -> dict[str, object]:
-    if isinstance(value, dict):
-        out: dict[str, object] = {}
-        for k, v in value.items():
-            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    return {prefix: value}
-
-
-def _diff(a, b, prefix: str) -> list[str]:
-    fa, fb = _flat(a, prefix), _flat(b, prefix)
+def _diff(a: dict, b: dict, prefix: str) -> list[str]:
+    fa, fb = flatten(a, prefix + "."), flatten(b, prefix + ".")
     return sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k))
 
 
@@ -42,11 +33,10 @@ def changed_settings(old: JobSpec, new: JobSpec) -> tuple[list[str], list[str]]:
             for k in keys:
                 d[section].pop(k, None)
     training = [k for sec in TRAINING for k in _diff(a[sec], b[sec], sec)]
-    before = {f"{e['name']}.{e['objective']}": e for e in a["encoders"]}
-    for e in b["encoders"]:
-        key = f"{e['name']}.{e['objective']}"
-        if key in before:
-            training += _diff(before[key], e, f"encoders[{key}]")
+    before = {e.key: e for e in old.encoders}
+    for e in new.encoders:
+        if e.key in before:
+            training += _diff(before[e.key].model_dump(mode="json"), e.model_dump(mode="json"), f"encoders[{e.key}]")
     return training, _diff(a["eval"], b["eval"], "eval")
 
 

@@ -361,28 +361,35 @@ def over_bound_note(budget_usd: float, spent_usd: float, n_trials: int, trial: T
     projected = n_trials * trial.usd
     if not budget_usd or not n_trials or spent_usd + projected <= budget_usd:
         return None
-    fits = max(0, int((budget_usd - spent_usd) // trial.usd)) if trial.usd > 0 else n_trials
+    fits = max(0, int((budget_usd - spent_usd) // trial.usd))   # > 0: a bound needs a trial price
     return (f"radscale: cost: {n_trials} trial(s) to train project ${projected:.2f} (+ ${spent_usd:.2f} spent) "
             f"over the ${budget_usd:.2f} bound: about {fits} can run, the rest will be skipped (raise "
             "cost.budget_usd to run them all)")
 
 
-def check_cost(job: JobSpec) -> TrialCost:
-    """The cost settings' errors (prices file, cluster node types, a bound without prices), before any compute."""
-    load_price_book(job)
-    return project_trial_cost(job)
+@dataclass(frozen=True)
+class CostPlan:
+    book: PriceBook
+    trial: TrialCost
+
+
+def check_cost(job: JobSpec) -> CostPlan:
+    """Prices and the trial projection, or the cost settings' one-line error (prices file, cluster node types, a
+    bound without prices), before any compute; the sweep's cost monitor is built on the same plan."""
+    return CostPlan(load_price_book(job), project_trial_cost(job))
 
 
 def build_cost_monitor(job: JobSpec, storage: str, spend_path: Path,
                        echo: Callable[[str], None] = print,
-                       list_nodes: Callable[[], list[Node]] = alive_ray_nodes) -> CostMonitor:
-    """Prices, projection and the spend so far (earlier runs of this sweep included); a stop signal left by an
-    earlier run is cleared; the monitor is started."""
-    book = load_price_book(job)
+                       list_nodes: Callable[[], list[Node]] = alive_ray_nodes,
+                       plan: CostPlan | None = None) -> CostMonitor:
+    """Prices, projection (`plan`, else check_cost) and the spend so far (earlier runs of this sweep included); a
+    stop signal left by an earlier run is cleared; the monitor is started."""
+    plan = plan or check_cost(job)
     before = read_spend(spend_path)
-    tracker = SpendTracker(book, spent_usd=float(before.get("spent_usd", 0.0)),
+    tracker = SpendTracker(plan.book, spent_usd=float(before.get("spent_usd", 0.0)),
                            node_hours=float(before.get("node_hours", 0.0)), by_type=before.get("by_node_type"))
-    guard = CostGuard(job.cost.budget_usd, project_trial_cost(job), tracker)
+    guard = CostGuard(job.cost.budget_usd, plan.trial, tracker)
     stop = StopSignal.for_sweep(storage, job.sweep.name)
     stop.clear()        # left by an earlier run: it must not halt this one or end the trials it resumes
     return CostMonitor(guard, stop, spend_path, job.cost.poll_s, list_nodes, echo).start()

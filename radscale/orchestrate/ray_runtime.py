@@ -72,11 +72,12 @@ class StopWatcher:
     def _run(self) -> None:
         while not self._closed.is_set():
             try:
-                if self._signal.reason() is not None:
-                    self._set.set()
-                    return
-            except Exception:           # noqa: BLE001 -- storage hiccup (OSError, pyarrow's ArrowException...):
-                pass                    # the thread must outlive it, or this trial could never be stopped
+                stopped = self._signal.reason() is not None
+            except Exception:           # noqa: BLE001 -- any storage hiccup (OSError, pyarrow's errors): poll
+                stopped = False         # again; the thread must outlive it, or this trial could not be stopped
+            if stopped:
+                self._set.set()
+                return
             self._closed.wait(self._every_s)
 
     def __call__(self) -> bool:

@@ -25,7 +25,7 @@ from radscale.data.sweep_data import SweepData, prepare_sweep_data
 from radscale.data.vocab import Vocabulary
 from radscale.evaluate.preflight import check_evaluation
 from radscale.objectives.build import build_task
-from radscale.orchestrate.cost import check_cost, over_bound_note, read_spend
+from radscale.orchestrate.cost import CostPlan, check_cost, over_bound_note, read_spend
 from radscale.orchestrate.paths import SweepPaths
 from radscale.tracking.tracker import default_tracking_uri, make_tracker
 
@@ -63,8 +63,8 @@ def _artifact_root(uri: str, output_dir: str) -> str | None:
 class _Cluster:
     """Ray and the cost monitor, started together on first need (a re-run with nothing to do starts neither)."""
 
-    def __init__(self, job: JobSpec, paths: SweepPaths, storage: str, echo: Callable[[str], None]):
-        self.job, self.paths, self.storage, self.echo = job, paths, storage, echo
+    def __init__(self, job: JobSpec, paths: SweepPaths, storage: str, echo: Callable[[str], None], plan: CostPlan):
+        self.job, self.paths, self.storage, self.echo, self.plan = job, paths, storage, echo, plan
         self.monitor = None
 
     def up(self):
@@ -73,7 +73,8 @@ class _Cluster:
             from radscale.orchestrate.ray_env import init_ray
 
             init_ray(self.job.sweep.ray_address)
-            self.monitor = build_cost_monitor(self.job, self.storage, self.paths.root / SPEND_JSON, self.echo)
+            self.monitor = build_cost_monitor(self.job, self.storage, self.paths.root / SPEND_JSON, self.echo,
+                                              plan=self.plan)
             g = self.monitor.guard
             if g.budget_usd or g.trial.usd_per_hour:
                 bound = f"bound ${g.budget_usd:.2f}" if g.budget_usd else "no bound (cost.budget_usd = 0)"
@@ -110,7 +111,7 @@ def run_sweep(job: JobSpec, echo: Callable[[str], None] = print) -> SweepOutcome
     vocab = Vocabulary()
     paths = SweepPaths(Path(job.sweep.output_dir) / job.sweep.name)
     check_rerun(job, paths.root)                                # one folder, one configuration
-    trial_cost = check_cost(job)                                # prices and projection, before Ray starts
+    cost_plan = check_cost(job)                                 # prices and projection, before Ray starts
     data = prepare_sweep_data(job, paths.root, vocab)           # refuses bad input before any compute
     trials = plan_trials(job)
     check_evaluation(job.eval, [t.encoder.name for t in trials if not paths.eval_table(t.trial_id).exists()],
@@ -123,7 +124,7 @@ def run_sweep(job: JobSpec, echo: Callable[[str], None] = print) -> SweepOutcome
     parent = tracker.sweep_run(job.sweep.name, job.model_dump(), {"radscale.sweep": job.sweep.name})
     tracker.log_dict(parent, json.loads(job.model_dump_json()), "job.json")
     storage = storage_location(job, paths)
-    cluster = _Cluster(job, paths, storage, echo)
+    cluster = _Cluster(job, paths, storage, echo, cost_plan)
 
     for t in trials:
         if not t.trained and not paths.result_json(t.trial_id).exists():
@@ -133,7 +134,7 @@ def run_sweep(job: JobSpec, echo: Callable[[str], None] = print) -> SweepOutcome
     if skipped:
         echo(f"radscale: {len(skipped)} trial(s) already complete, skipped")
     spent = float(read_spend(paths.root / SPEND_JSON).get("spent_usd", 0.0))
-    if (note := over_bound_note(job.cost.budget_usd, spent, len(todo), trial_cost)) is not None:
+    if (note := over_bound_note(job.cost.budget_usd, spent, len(todo), cost_plan.trial)) is not None:
         echo(note)
     over_budget: dict[str, str] = {}
     if todo:

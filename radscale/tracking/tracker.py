@@ -9,21 +9,11 @@ import json
 import math
 import tempfile
 from pathlib import Path
-from typing import Any
+
+from radscale.config.load import flatten
 
 SWEEP_TAG, TRIAL_TAG, KIND_TAG = "radscale.sweep", "radscale.trial_id", "radscale.kind"
 UPDATED_TAG = "radscale.updated"      # a re-run's new value of an existing (immutable) param
-
-
-def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 class NullTracker:
