@@ -22,6 +22,10 @@ def _sweep(args) -> int:
           f"evaluated {len(out.evaluated)}")
     print(f"radscale: MLflow store {out.tracking_uri} (open it with: radscale ui --store {out.tracking_uri})")
     print(f"radscale: report {out.report}")
+    if out.failed:          # exit 1 (not 2: no user error); a job runner sees the sweep as failed
+        print(f"radscale: error: {len(out.failed)} trial(s) failed ({', '.join(out.failed)}); the others are "
+              "evaluated and in the report; re-run the same command to retry the failed ones", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -85,6 +85,9 @@ class Dinov2Spec(Spec):
     local_size: int = 98
     global_scale: tuple[float, float] = (0.32, 1.0)
     local_scale: tuple[float, float] = (0.05, 0.32)
+    crop_antialias: bool = Field(True, description="crops filtered at their own downscale factor before the "
+                                 "bilinear resample, as torchvision's antialiased RandomResizedCrop; false = "
+                                 "plain bilinear (1-px lines alias at 518 -> 98)")
     n_prototypes: int = 65536
     head_hidden: int = 2048
     head_bottleneck: int = 256
@@ -113,6 +116,7 @@ class Dinov2Spec(Spec):
 class ClipSpec(Spec):
     """MI2 step: CLIP on image-report pairs, or UniCL adding image-label pairs."""
     image_scale: tuple[float, float] = (0.8, 1.0)
+    crop_antialias: bool = Field(True, description="as train.dinov2.crop_antialias")
     random_erasing_p: float = 0.25
     logit_scale_init: float = Field(1.0, description="MI2 initialises the log scale to 1.0 (scale e)")
     max_logit_scale: float = Field(100.0, ge=0, description="cap of the scale exp(logit_scale) in the loss, as "
@@ -124,6 +128,13 @@ class ClipSpec(Spec):
     prompt_templates: tuple[str, ...] = ("a chest x-ray showing {label}.", "{label}.", "findings of {label}.")
     no_finding_prompt: str = "no acute cardiopulmonary abnormality"
     weight_decay: float = 0.2
+    model_ema: float = Field(0.999, ge=0, lt=1, description="decay of the EMA of the image tower, which is what "
+                                                            "the trial saves and evaluates (MI2: 0.999); 0 = the "
+                                                            "trained weights")
+    model_ema_warmup: bool = Field(True, description="decay min(model_ema, (1 + t)/(10 + t)) at update t (the "
+                                                     "num_updates rule of TF's ExponentialMovingAverage), so a "
+                                                     "short trial's EMA is not its initial weights; MI2's own "
+                                                     "warm-up is not published")
 
 
 class TrainSpec(Spec):

@@ -27,6 +27,25 @@ def read_manifest(path: str | Path, vocabulary: Vocabulary | None = None) -> pa.
     except (pa.ArrowInvalid, OSError) as err:
         raise RadscaleError(f"{path}: not a readable Parquet file ({type(err).__name__})") from None
     validate_manifest(table, path, vocabulary)
+    return absolute_uris(table, path)
+
+
+def absolute_uris(table: pa.Table, manifest: str) -> pa.Table:
+    """Relative `uri` / `mask_uri` values made relative to the manifest's folder (or URI prefix), not to the
+    cwd of whichever process opens them: Ray workers and job drivers each run in a folder of their own."""
+    if "://" in manifest:
+        root = manifest.rsplit("/", 1)[0]
+    else:
+        root = str(Path(manifest).resolve().parent)
+    for name in ("uri", "mask_uri"):
+        if name not in table.column_names or pa.types.is_null(table.column(name).type):
+            continue
+        col = table.column(name)
+        relative = pc.and_(pc.invert(pc.starts_with(col, "/")), pc.invert(pc.match_substring(col, "://")))
+        if not pc.any(relative).as_py():
+            continue
+        joined = pc.binary_join_element_wise(root, col, "/")
+        table = table.set_column(table.column_names.index(name), name, pc.if_else(relative, joined, col))
     return table
 
 

@@ -17,8 +17,14 @@ def _uniform(n: int, lo: float, hi: float, g: torch.Generator, device) -> torch.
 
 
 def random_resized_crop(images: torch.Tensor, size: int, scale: tuple[float, float], g: torch.Generator,
-                        ratio: tuple[float, float] = (3 / 4, 4 / 3), flip_p: float = 0.0) -> torch.Tensor:
-    """One crop per image: area fraction ~ U(scale), log aspect ~ U(log ratio), as torchvision's RRC."""
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3), flip_p: float = 0.0,
+                        antialias: bool = True) -> torch.Tensor:
+    """One crop per image: area fraction ~ U(scale), log aspect ~ U(log ratio), as torchvision's RRC.
+
+    `antialias`: before the bilinear resample each image is filtered with a triangle of its own downscale factor
+    per axis (what PIL / torchvision's antialiased bilinear resize does), so 1-px lines do not alias when a
+    518-px image becomes a 98-px crop; an upscaled axis is left as is. Off: plain bilinear resampling.
+    """
     b, dev = images.shape[0], images.device
     area = _uniform(b, *scale, g, dev)
     logr = _uniform(b, math.log(ratio[0]), math.log(ratio[1]), g, dev)
@@ -33,8 +39,38 @@ def random_resized_crop(images: torch.Tensor, size: int, scale: tuple[float, flo
     theta[:, 0, 2] = cx
     theta[:, 1, 1] = h
     theta[:, 1, 2] = cy
+    if antialias:
+        hgt, wid = images.shape[-2:]
+        # kernel radii from the largest factor the scale/ratio ranges allow: known on the host, no device read
+        rx = math.ceil(min(1.0, math.sqrt(scale[1] * ratio[1])) * wid / size)
+        ry = math.ceil(min(1.0, math.sqrt(scale[1] / ratio[0])) * hgt / size)
+        if rx > 1 or ry > 1:
+            images = separable_filter(images, _triangle(w * wid / size, rx, images.dtype),
+                                      _triangle(h * hgt / size, ry, images.dtype))
     grid = F.affine_grid(theta, [b, images.shape[1], size, size], align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _triangle(factor: torch.Tensor, radius: int, dtype: torch.dtype) -> torch.Tensor:
+    """[B, 2r+1] normalised taps of max(0, 1 - |x| / f) per image (f < 1, an upscale: the identity)."""
+    xs = torch.arange(-radius, radius + 1, device=factor.device, dtype=dtype)
+    k = (1 - xs.view(1, -1).abs() / factor.clamp(min=1.0).view(-1, 1).to(dtype)).clamp(min=0)
+    return k / k.sum(dim=1, keepdim=True)
+
+
+def separable_filter(images: torch.Tensor, kx: torch.Tensor, ky: torch.Tensor) -> torch.Tensor:
+    """Per-image separable filter (taps [B, Kx] along width, [B, Ky] along height; odd K), reflect-padded, as
+    grouped convolutions: one kernel launch per axis for the whole batch."""
+    b, c, hgt, wid = images.shape
+    x = images.reshape(1, b * c, hgt, wid)
+    for taps, horizontal in ((kx, True), (ky, False)):
+        r = taps.shape[1] // 2
+        if r == 0:
+            continue
+        shape = (b * c, 1, 1, -1) if horizontal else (b * c, 1, -1, 1)
+        pad = (r, r, 0, 0) if horizontal else (0, 0, r, r)
+        x = F.conv2d(F.pad(x, pad, mode="reflect"), taps.repeat_interleave(c, 0).view(shape), groups=b * c)
+    return x.view(b, c, hgt, wid)
 
 
 def brightness_contrast(images: torch.Tensor, p: float, g: torch.Generator, strength: float = 0.4) -> torch.Tensor:
@@ -51,8 +87,7 @@ def brightness_contrast(images: torch.Tensor, p: float, g: torch.Generator, stre
 def gaussian_blur(images: torch.Tensor, p: float, g: torch.Generator,
                   sigma: tuple[float, float] = (0.1, 2.0), ref_size: int = 224) -> torch.Tensor:
     """Per-image sigma ~ U(sigma) in pixels at ref_size, rescaled to the crop size (grouped conv)."""
-    b, c, hgt, wid = images.shape
-    dev = images.device
+    b, wid, dev = images.shape[0], images.shape[-1], images.device
     apply = torch.rand(b, generator=g, device=dev) < p
     sig = _uniform(b, *sigma, g, dev) * (wid / ref_size)
     if p <= 0:        # decided on the host: asking the device whether any image blurs would stall the step
@@ -61,11 +96,7 @@ def gaussian_blur(images: torch.Tensor, p: float, g: torch.Generator,
     xs = torch.arange(-radius, radius + 1, device=dev, dtype=images.dtype)
     k = torch.exp(-(xs.view(1, -1) ** 2) / (2 * sig.view(-1, 1) ** 2))
     k = k / k.sum(dim=1, keepdim=True)                               # [B, K]
-    x = images.reshape(1, b * c, hgt, wid)
-    kk = k.repeat_interleave(c, 0)
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), kk.view(b * c, 1, 1, -1), groups=b * c)
-    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), kk.view(b * c, 1, -1, 1), groups=b * c)
-    return torch.where(apply.view(b, 1, 1, 1), x.view(b, c, hgt, wid), images)
+    return torch.where(apply.view(b, 1, 1, 1), separable_filter(images, k, k), images)
 
 
 def solarize(images: torch.Tensor, p: float, g: torch.Generator, threshold: float = 0.5) -> torch.Tensor:

@@ -4,9 +4,12 @@ UniCL (Yang et al., CVPR 2022) treats every text sharing a label key as a positi
 positives is not published for MI2; ours is explicit (ClipSpec.label_sampling / positive_policy):
 each image gets one prompt for a label sampled uniformly from its positive labels (or the no-finding prompt);
 with 'any_shared' an image is positive with every label prompt whose label it carries; with 'sample_one' only
-with prompts of its own sampled label (see radscale.objectives.unicl). Reports are always unique keys, so 'clip' is exactly the CLIP loss.
+with prompts of its own sampled label (see radscale.objectives.unicl). Reports are always unique keys, so 'clip'
+is exactly the CLIP loss. As MI2, the trial keeps an EMA of the image tower (ClipSpec.model_ema) and evaluates it.
 """
 from __future__ import annotations
+
+import copy
 
 import torch
 from torch import nn
@@ -37,6 +40,9 @@ class ContrastiveTask(nn.Module):
         self.register_buffer("prompt_tokens", tokenize(texts, spec.context_length), persistent=False)
         self._seed = seed
         self._gen: torch.Generator | None = None
+        # Only the image tower: frozen-feature probes never use the text tower's EMA (memory: one image tower).
+        self.ema_image = copy.deepcopy(model.image_encoder).requires_grad_(False) if spec.model_ema else None
+        self._ema_updates = 0
 
     def _generator(self, device: torch.device) -> torch.Generator:
         if self._gen is None or self._gen.device != device:
@@ -47,7 +53,7 @@ class ContrastiveTask(nn.Module):
     def make_views(self, images: torch.Tensor) -> torch.Tensor:
         s, x = self.spec, T.to_float(images)
         g = self._generator(x.device)
-        v = T.random_resized_crop(x, self.image_size, s.image_scale, g)     # MI2: no flips
+        v = T.random_resized_crop(x, self.image_size, s.image_scale, g, antialias=s.crop_antialias)   # no flips
         v = T.brightness_contrast(v, 0.8, g)
         return T.random_erasing(v, s.random_erasing_p, g)
 
@@ -99,17 +105,29 @@ class ContrastiveTask(nn.Module):
         cap = self.spec.max_logit_scale
         return scale.clamp(max=cap) if cap else scale
 
+    @torch.no_grad()
     def after_step(self, progress: float) -> float:
-        return 0.0
+        """Model EMA update of the image tower (after the optimizer step); returns the decay used (0: no EMA)."""
+        if self.ema_image is None:
+            return 0.0
+        d = ema_decay(self.spec.model_ema, self._ema_updates, self.spec.model_ema_warmup)
+        self._ema_updates += 1
+        ema = list(self.ema_image.parameters())
+        torch._foreach_mul_(ema, d)
+        torch._foreach_add_(ema, [p.detach() for p in self.model.image_encoder.parameters()], alpha=1.0 - d)
+        for e, b in zip(self.ema_image.buffers(), self.model.image_encoder.buffers()):
+            e.copy_(b)                       # buffers are not learned: the current ones
+        return d
 
     def eval_encoder(self) -> nn.Module:
-        return self.model.image_encoder
+        return self.model.image_encoder if self.ema_image is None else self.ema_image
 
     def extra_state(self) -> dict:
-        return {"generator": generator_state(self._gen)}
+        return {"generator": generator_state(self._gen), "ema_updates": self._ema_updates}
 
     def load_extra_state(self, state: dict) -> None:
         self._gen = restore_generator(state.get("generator"), self._seed)
+        self._ema_updates = int(state.get("ema_updates", 0))
 
     def param_groups(self, lr_decay: float = 1.0, patch_embed_mult: float = 1.0) -> list[dict]:
         decay, no_decay = [], []
@@ -118,3 +136,8 @@ class ContrastiveTask(nn.Module):
                 (no_decay if p.ndim <= 1 or "logit_scale" in name else decay).append(p)
         return [{"params": decay, "lr_scale": 1.0, "wd_scale": 1.0, "last_layer": False},
                 {"params": no_decay, "lr_scale": 1.0, "wd_scale": 0.0, "last_layer": False}]
+
+
+def ema_decay(decay: float, updates: int, warmup: bool) -> float:
+    """The decay of EMA update number `updates` (0-based): `decay`, or with warm-up min(decay, (1+t)/(10+t))."""
+    return min(decay, (1.0 + updates) / (10.0 + updates)) if warmup else decay

@@ -66,7 +66,8 @@ class DINOv2Task(nn.Module):
         g = self._generator(x.device)
         globals_ = []
         for i in range(2):
-            v = T.random_resized_crop(x, s.global_size, s.global_scale, g, flip_p=s.flip_p)
+            v = T.random_resized_crop(x, s.global_size, s.global_scale, g, flip_p=s.flip_p,
+                                      antialias=s.crop_antialias)
             v = T.brightness_contrast(v, s.jitter_p, g)
             v = T.gaussian_blur(v, s.blur_p[i], g)
             if i == 1:
@@ -74,7 +75,8 @@ class DINOv2Task(nn.Module):
             globals_.append(v)
         locals_ = []
         for _ in range(s.local_crops):
-            v = T.random_resized_crop(x, s.local_size, s.local_scale, g, flip_p=s.flip_p)
+            v = T.random_resized_crop(x, s.local_size, s.local_scale, g, flip_p=s.flip_p,
+                                      antialias=s.crop_antialias)
             v = T.brightness_contrast(v, s.jitter_p, g)
             locals_.append(T.gaussian_blur(v, s.blur_p[2], g))
         gl = torch.cat(globals_)

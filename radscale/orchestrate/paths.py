@@ -22,3 +22,6 @@ class SweepPaths:
     def result_json(self, trial_id: str) -> Path: return self.trial_dir(trial_id) / "result.json"
     def encoder(self, trial_id: str) -> Path: return self.trial_dir(trial_id) / "encoder.pt"
     def eval_table(self, trial_id: str) -> Path: return self.trial_dir(trial_id) / "eval.parquet"
+    # Markers of a trial without result.json: ended before its budget (resumed next run) / failed (retried).
+    def stopped_json(self, trial_id: str) -> Path: return self.trial_dir(trial_id) / "stopped.json"
+    def failed_json(self, trial_id: str) -> Path: return self.trial_dir(trial_id) / "failed.json"

@@ -2,7 +2,9 @@
 
 Idempotent: a trial is done when trials/<id>/result.json exists, evaluated when eval.parquet exists; a
 re-run does only what is missing (and starts no Ray at all when nothing is). A trial stopped early
-(trials/<id>/stopped.json) is not done: the next run resumes it from its checkpoint.
+(trials/<id>/stopped.json) is not done: the next run resumes it from its checkpoint. A failed trial
+(trials/<id>/failed.json) does not hold back the others: they are evaluated and reported, the command exits 1
+naming it, and the next run retries it.
 
 While Ray runs, a cost monitor measures spend (node-hours x price) into runs/<sweep>/spend.json; with
 `cost.budget_usd` set it refuses trials that no longer fit and ends running ones at the bound (see cost.py).
@@ -30,7 +32,6 @@ from radscale.orchestrate.paths import SweepPaths
 from radscale.tracking.tracker import default_tracking_uri, make_tracker
 
 SPEND_JSON = "spend.json"
-STOPPED_JSON = "stopped.json"
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class SweepOutcome:
     over_budget: dict[str, str] = field(default_factory=dict)   # trial id -> why it was not started
     stopped: dict[str, str] = field(default_factory=dict)       # trial id -> why it ended before its budget
     spend: dict = field(default_factory=dict)                   # spend.json
+    failed: dict[str, str] = field(default_factory=dict)        # trial id -> why it failed (retried next run)
 
 
 def storage_location(job: JobSpec, paths: SweepPaths) -> str:
@@ -137,6 +139,9 @@ def run_sweep(job: JobSpec, echo: Callable[[str], None] = print) -> SweepOutcome
     if (note := over_bound_note(job.cost.budget_usd, spent, len(todo), cost_plan.trial)) is not None:
         echo(note)
     over_budget: dict[str, str] = {}
+    failed: dict[str, str] = {}
+    for t in todo:                                              # retried now: an old failure is history
+        paths.failed_json(t.trial_id).unlink(missing_ok=True)
     if todo:
         from radscale.orchestrate.tune_sweep import run_trials
         monitor = cluster.up()
@@ -145,14 +150,15 @@ def run_sweep(job: JobSpec, echo: Callable[[str], None] = print) -> SweepOutcome
             over_budget[trial_id] = monitor.skipped[trial_id] = message
             echo(f"radscale: {trial_id} {message}")
 
-        resumed = sum((paths.trial_dir(t.trial_id) / STOPPED_JSON).exists() for t in todo)
+        resumed = sum(paths.stopped_json(t.trial_id).exists() for t in todo)
         echo(f"radscale: training {len(todo)} trial(s) under Ray Tune"
              + (f" ({resumed} resumed after a stop)" if resumed else ""))
-        run_trials(job, todo, data, paths, tracker, parent, {t.trial_id: trial_params(job, t) for t in todo},
-                   {t.trial_id: trial_tags(t) for t in todo}, storage=storage, stop_file=monitor.stop.uri,
-                   guard=monitor.guard, on_skip=skip)
-    stopped = _report_stopped(job, [t for t in todo if t.trial_id not in over_budget], paths, tracker, parent,
-                              echo)
+        failed = run_trials(job, todo, data, paths, tracker, parent,
+                            {t.trial_id: trial_params(job, t) for t in todo}, {t.trial_id: trial_tags(t) for t in todo},
+                            storage=storage, stop_file=monitor.stop.uri, guard=monitor.guard, on_skip=skip)
+        _record_failed(job, [t for t in todo if t.trial_id in failed], failed, paths, tracker, parent, echo)
+    stopped = _report_stopped(job, [t for t in todo if t.trial_id not in over_budget and t.trial_id not in failed],
+                              paths, tracker, parent, echo)
     if cluster.monitor is not None:
         cluster.monitor.stopped.update(stopped)
     for t in trials:
@@ -186,9 +192,23 @@ def run_sweep(job: JobSpec, echo: Callable[[str], None] = print) -> SweepOutcome
     tracker.log_artifact(parent, str(paths.report_dir), "report")
     tracker.log_artifact(parent, str(paths.results))
     tracker.finish(parent)
-    trained = [t.trial_id for t in todo if t.trial_id not in over_budget and t.trial_id not in stopped]
+    trained = [t.trial_id for t in todo if paths.result_json(t.trial_id).exists()]
     return SweepOutcome(paths.root, report, trained, skipped, [t.trial_id for t in to_eval], uri, over_budget,
-                        stopped, spend)
+                        stopped, spend, failed)
+
+
+def _record_failed(job: JobSpec, trials: list[TrialSpec], failed: dict[str, str], paths: SweepPaths, tracker,
+                   parent: str, echo: Callable[[str], None]) -> None:
+    """trials/<id>/failed.json (read by the report) and the reason on the trial's MLflow run, one per failure."""
+    for t in trials:
+        why = failed[t.trial_id]
+        echo(f"radscale: {t.trial_id} failed: {why}")
+        marker = paths.failed_json(t.trial_id)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({"reason": why, "failed_unix": time.time()}))
+        run = tracker.trial_run(parent, t.trial_id, trial_params(job, t), trial_tags(t))
+        tracker.set_tags(run, {"radscale.status": f"failed: {why}"[:5000]})
+        tracker.finish(run, "FAILED")
 
 
 def _report_stopped(job: JobSpec, todo: list[TrialSpec], paths: SweepPaths, tracker, parent: str,
@@ -196,7 +216,7 @@ def _report_stopped(job: JobSpec, todo: list[TrialSpec], paths: SweepPaths, trac
     """One line per trial that ended before its budget; its MLflow run is closed as KILLED with the reason."""
     stopped = {}
     for t in todo:
-        marker = paths.trial_dir(t.trial_id) / STOPPED_JSON
+        marker = paths.stopped_json(t.trial_id)
         if paths.result_json(t.trial_id).exists() or not marker.exists():
             continue
         info = json.loads(marker.read_text())
@@ -267,6 +287,6 @@ def collect_results(trials: list[TrialSpec], paths: SweepPaths) -> pd.DataFrame:
         if paths.result_json(t.trial_id).exists():
             m = json.loads(paths.result_json(t.trial_id).read_text()).get("metrics", {})
             budget[t.trial_id] = m
-    for key in ("train_s", "samples_seen", "epochs", "budget_deviation", "images_per_s", "startup_s"):
+    for key in ("train_s", "samples_seen", "epochs", "budget_deviation", "images_per_s", "startup_s", "mfu"):
         df[key] = df["trial_id"].map(lambda tid: budget.get(tid, {}).get(key))
     return df

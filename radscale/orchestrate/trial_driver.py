@@ -26,8 +26,6 @@ from radscale.orchestrate.ingest import decoded_subset_mb, trial_dataset
 from radscale.orchestrate.paths import SweepPaths
 from radscale.orchestrate.ray_runtime import train_loop_per_worker
 
-STOPPED = "stopped.json"
-
 
 def trial_driver(config: dict, job: dict, trials: dict, manifest: str, label_columns: list, root: str,
                  storage: str, stop_file: str) -> None:
@@ -87,8 +85,8 @@ def write_trial_stopped(paths: SweepPaths, trial_id: str, metrics: dict, reason:
     """The marker of a trial that ended before its budget; the sweep reports it, a re-run resumes it."""
     paths.trial_dir(trial_id).mkdir(parents=True, exist_ok=True)
     clean = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
-    _write_json(paths.trial_dir(trial_id) / STOPPED, {"trial_id": trial_id, "reason": reason or "stop requested",
-                                                      "metrics": clean, "checkpoint": checkpoint.path})
+    _write_json(paths.stopped_json(trial_id), {"trial_id": trial_id, "reason": reason or "stop requested",
+                                               "metrics": clean, "checkpoint": checkpoint.path})
 
 
 def write_trial_result(paths: SweepPaths, trial_id: str, trial: dict, metrics: dict, checkpoint) -> None:
@@ -102,4 +100,4 @@ def write_trial_result(paths: SweepPaths, trial_id: str, trial: dict, metrics: d
     payload = {"trial_id": trial_id, "trial": trial, "metrics": clean, "budget": budget,
                "checkpoint": checkpoint.path}
     _write_json(paths.result_json(trial_id), payload)
-    (tdir / STOPPED).unlink(missing_ok=True)      # resumed after a stop and now done
+    paths.stopped_json(trial_id).unlink(missing_ok=True)    # resumed after a stop and now done

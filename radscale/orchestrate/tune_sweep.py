@@ -7,6 +7,7 @@ has a free slot. Refused trials never start; they are reported with a one-line r
 from __future__ import annotations
 
 import json
+import re
 from typing import Callable
 
 from ray import tune
@@ -15,7 +16,6 @@ from ray.tune.search import Searcher
 from radscale.config.specs import JobSpec
 from radscale.config.trial import TrialSpec
 from radscale.data.sweep_data import SweepData
-from radscale.errors import RadscaleError
 from radscale.orchestrate.cost import CostGuard
 from radscale.orchestrate.mlflow_callback import TrialTrackingCallback
 from radscale.orchestrate.paths import SweepPaths
@@ -23,6 +23,7 @@ from radscale.orchestrate.ray_env import init_ray
 from radscale.orchestrate.trial_driver import trial_driver
 
 HEAD_RESOURCE = "node:__internal_head__"   # Ray puts it on the head node only
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")        # Ray colours its process headers
 
 
 class GuardedQueue(Searcher):
@@ -75,7 +76,8 @@ class GuardedQueue(Searcher):
 
 def run_trials(job: JobSpec, todo: list[TrialSpec], data: SweepData, paths: SweepPaths, tracker, parent: str,
                params: dict, tags: dict, *, storage: str, stop_file: str, guard: CostGuard | None = None,
-               on_skip: Callable[[str, str], None] = lambda tid, msg: None) -> None:
+               on_skip: Callable[[str, str], None] = lambda tid, msg: None) -> dict[str, str]:
+    """Train `todo` under Tune; returns {trial id: one-line reason} for the trials that failed."""
     init_ray(job.sweep.ray_address)
     trials = {t.trial_id: {"sweep": t.sweep, "encoder": t.encoder.model_dump(), "size": t.size, "seed": t.seed}
               for t in todo}
@@ -96,9 +98,27 @@ def run_trials(job: JobSpec, todo: list[TrialSpec], data: SweepData, paths: Swee
                                   failure_config=tune.FailureConfig(max_failures=0), verbose=0),
     )
     grid = tuner.fit()
-    failed = [r for r in grid if r.error is not None]
-    if failed:
-        first = failed[0]
-        raise RadscaleError(f"{len(failed)} trial(s) failed; first: {first.config.get('trial_id')}: "
-                            f"{type(first.error).__name__}: {str(first.error).splitlines()[0][:300]} "
-                            f"(logs under {storage})")
+    # One failed trial must not hold back the others: the sweep evaluates and reports what finished and
+    # names the failures (a deterministic failure would otherwise block every evaluation at every re-run).
+    return {r.config["trial_id"]: failure_line(r.error, storage) for r in grid if r.error is not None}
+
+
+def failure_line(error: BaseException, storage: str) -> str:
+    """`[rank R: ]Type: first line of the message` of the innermost cause: Ray wraps a trial's error in its own
+    (RayTaskError.cause, WorkerGroupError.worker_failures, __cause__), whose first lines are process headers."""
+    rank = ""
+    for _ in range(10):                        # bounded: a cause chain may loop
+        failures = getattr(error, "worker_failures", None)
+        if isinstance(failures, dict) and failures:
+            first_rank = min(failures)
+            rank, inner = f"rank {first_rank}: ", failures[first_rank]
+        elif isinstance(getattr(error, "cause", None), BaseException):
+            inner = error.cause
+        elif error.__cause__ is not None:
+            inner = error.__cause__
+        else:
+            break
+        error = inner
+    lines = (_ANSI.sub("", line).strip() for line in str(error).splitlines())
+    first = next((line for line in lines if line and not line.startswith(("Traceback", "ray::", "File "))), "")
+    return f"{rank}{type(error).__name__}{': ' + first[:300] if first else ''} (logs under {storage})"

@@ -17,7 +17,7 @@ from radscale.config.specs import BudgetSpec, HardwareSpec
 from radscale.report.tables import md_table, num
 
 DEVIATION_TOLERANCE = 0.01
-_COLS = ("train_s", "startup_s", "budget_deviation", "images_per_s", "epochs", "samples_seen")
+_COLS = ("train_s", "startup_s", "budget_deviation", "images_per_s", "epochs", "samples_seen", "mfu")
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class TrialCost:
     images_per_s: float
     epochs: float
     samples_seen: float
+    mfu: float               # NaN unless hardware.peak_tflops is set (FLOPs counted once per sample)
     worker_hours: float      # NaN for size 0 (not trained) and for a trial without a budget record
     cost_usd: float
     flag: str                # "" when within tolerance
@@ -99,9 +100,9 @@ def render_audit(audit: Audit, budget: BudgetSpec) -> list[str]:
         rows.append([t.trial_id, str(t.size), num(t.train_s, 1, "f"), num(t.startup_s, 1, "f"),
                      num(t.budget_deviation, 2, "f", 100, "%"), f"⚠ {t.flag}" if t.flag else ("ok" if trained else
                                                                                           "size 0: not trained"),
-                     num(t.images_per_s, 1, "f"), num(t.epochs, 2, "f"), num(t.samples_seen, 0, "f"),
-                     num(t.worker_hours, 4, "f"), num(t.cost_usd, 2, "f")])
-    head = ["trial", "N", "train s", "startup s", "budget dev.", "flag", "img/s", "epochs", "samples",
+                     num(t.images_per_s, 1, "f"), num(t.mfu, 1, "f", 100, "%"), num(t.epochs, 2, "f"),
+                     num(t.samples_seen, 0, "f"), num(t.worker_hours, 4, "f"), num(t.cost_usd, 2, "f")])
+    head = ["trial", "N", "train s", "startup s", "budget dev.", "flag", "img/s", "MFU", "epochs", "samples",
             "worker-h", "cost $"]
     price = f"${audit.price_per_hour:g}/h per worker" if audit.price_per_hour > 0 else \
         "no price set (hardware.node_price_per_hour = 0)"
@@ -116,4 +117,6 @@ def render_audit(audit: Audit, budget: BudgetSpec) -> list[str]:
             f"- total: {audit.worker_hours:.4f} worker-hours, {gpu}, cost ${audit.cost_usd:.2f}",
             f"- budget deviation = budget used / target − 1; {n_flag} trained trial(s) flagged outside "
             f"±{audit.tolerance:.0%} (max |deviation| {num(audit.max_abs_deviation, 2, 'f', 100, '%')})"
-            + ("" if not n_flag else ": " + ", ".join(t.trial_id for t in audit.flagged)), ""]
+            + ("" if not n_flag else ": " + ", ".join(t.trial_id for t in audit.flagged)),
+            "- MFU = FLOPs of the budgeted steps (FlopCounterMode, once per trial) / train s / (hardware.peak_tflops "
+            "× workers); — where peak_tflops is 0 (unknown)", ""]

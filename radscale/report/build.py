@@ -2,16 +2,19 @@
 
 One section per (task, domain): quality vs N with fitted curves and the size-0 baseline, fits with CIs,
 held-out-largest-N validation, paired comparisons between encoder keys (exponent ratio, data multiplier across
-targets, crossings), the smallest N beating the baseline; then the cost and budget audit.
+targets, crossings), the smallest N beating the baseline; then the cost and budget audit, and the planned
+trials without results (failed, stopped, not evaluated, not trained), each with its reason.
 Deterministic: the same inputs give byte-identical files (no timestamps, no unseeded randomness, sorted keys).
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
 
 from radscale.config.specs import JobSpec
+from radscale.config.trial import plan_trials
 from radscale.report.analysis import ERR_FLOOR, analyse, fit_series  # noqa: F401  (fit_series: public API)
 from radscale.report.audit import audit_trials, render_audit
 from radscale.report.export import fits_json
@@ -52,6 +55,32 @@ def _header(job: JobSpec, data) -> list[str]:
             f"points (flagged)", ""]
 
 
+def _reason(marker: Path) -> str:
+    try:
+        return str(json.loads(marker.read_text()).get("reason", "")) or "no reason recorded"
+    except (OSError, ValueError):
+        return "unreadable marker"
+
+
+def _without_results(job: JobSpec, results: pd.DataFrame | None, paths) -> list[str]:
+    """Planned trials missing from the results: a sweep that lost some must say so, not just show fewer points."""
+    have = set() if results is None or results.empty else set(results["trial_id"])
+    rows = []
+    for t in plan_trials(job):
+        if t.trial_id in have:
+            continue
+        if paths.failed_json(t.trial_id).exists():
+            why = f"failed: {_reason(paths.failed_json(t.trial_id))}; the next run retries it"
+        elif paths.stopped_json(t.trial_id).exists():
+            why = f"stopped: {_reason(paths.stopped_json(t.trial_id))}; the next run resumes it"
+        elif paths.result_json(t.trial_id).exists():
+            why = "encoder ready, not evaluated yet"
+        else:
+            why = "not trained (refused by the cost bound, or the sweep ended before it)"
+        rows.append(f"- `{t.trial_id}`: {why}")
+    return ["## Trials without results", "", *rows, ""] if rows else []
+
+
 def build_report(job: JobSpec, results: pd.DataFrame, paths, data) -> Path:
     """Write report.md, report.html (figures inlined), the PNGs and fits.json into paths.report_dir."""
     out = paths.report_dir
@@ -67,6 +96,7 @@ def build_report(job: JobSpec, results: pd.DataFrame, paths, data) -> Path:
             md += render_section(sec, out, init)
         audit = audit_trials(results, job.hardware)
         md += render_audit(audit, job.budget)
+    md += _without_results(job, results, paths)
     (out / "fits.json").write_text(fits_json(sections, audit), encoding="utf-8")
     text = "\n".join(md).rstrip("\n") + "\n"
     (out / "report.md").write_text(text, encoding="utf-8")

@@ -33,6 +33,7 @@ class LoopSettings:
     checkpoint_every_s: float = 0.0
     subset_size: int = 0
     flops_per_sample: float = 0.0
+    peak_flops: float = 0.0         # FLOP/s of all the trial's devices (hardware.peak_tflops x workers); 0: no MFU
 
 
 class DeviceQueue:
@@ -157,4 +158,6 @@ def _metrics(clock: BudgetClock, step_metrics: dict, settings: LoopSettings) -> 
     if settings.flops_per_sample and s.elapsed_s > 0:
         m["flops_per_sample"] = settings.flops_per_sample
         m["achieved_tflops"] = s.flops / s.elapsed_s / 1e12
+        if settings.peak_flops:
+            m["mfu"] = s.flops / s.elapsed_s / settings.peak_flops
     return m

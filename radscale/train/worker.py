@@ -78,8 +78,7 @@ def train_step(engine, task: nn.Module, optimizer, train, objective: str, inputs
     momentum = task.after_step(progress)
     out = dict(metrics)
     out.update(sched)
-    if objective == "dinov2":
-        out["teacher_momentum"] = momentum
+    out["teacher_momentum" if objective == "dinov2" else "model_ema_decay"] = momentum
     return out
 
 
@@ -187,7 +186,8 @@ def train_trial(job: JobSpec, trial: TrialSpec, subset_size: int, runtime: Runti
 
         settings = LoopSettings(batch_wait_s=train.batch_wait_s, report_every_s=train.report_every_s,
                                 checkpoint_every_s=train.checkpoint_every_s, subset_size=subset_size,
-                                flops_per_sample=flops)
+                                flops_per_sample=flops,
+                                peak_flops=job.hardware.peak_tflops * 1e12 * runtime.world_size)
         return run_budgeted_loop(stream=stream, clock=clock, step=step, agree=runtime.agree, report=report,
                                  settings=settings, is_chief=runtime.rank == 0, device=device,
                                  # a compiling warm-up step is no estimate of a step: it would stop the loop early

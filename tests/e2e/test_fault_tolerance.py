@@ -5,6 +5,8 @@ what the test started (by PID):
     the budget clock continues from it, and the work done after that checkpoint is lost, not counted.
 (b) SIGKILL the `radscale sweep` driver mid-sweep: the re-run retrains nothing that finished and resumes the
     interrupted trial's Train run from its checkpoint.
+(c) SIGKILL the worker of a trial allowed no restarts: it fails, the rest of the sweep trains, evaluates and
+    reports, and the command exits 1 naming it.
 """
 import json
 import os
@@ -16,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 JOB = """
@@ -223,3 +226,39 @@ def test_killed_sweep_driver_resumes_without_retraining(session, tmp_path):
     assert abs(final["train_s"] - budget) <= max(0.02 * budget, final["max_step_s"] / 2 + 0.05), final
     for tid in (first_id, second_id, "rad-dino-tiny.dinov2.n0.s0"):
         assert (root / "trials" / tid / "eval.parquet").exists()
+
+
+def test_a_failed_trial_does_not_hold_back_the_others(session, tmp_path):
+    """No restarts allowed (max_failures = 0) and the first trial's worker killed: that trial fails, the next one
+    still trains, every finished trial is evaluated and reported, and the failure is named: exit 1, failed.json,
+    the report's "Trials without results", a FAILED MLflow run with the reason."""
+    job = tmp_path / "job.toml"
+    job.write_text(JOB.format(sizes="[60, 120]", out=tmp_path / "runs", budget=4.0, ckpt=60.0)
+                   .replace("max_failures = 2", "max_failures = 0"))
+    root, log = tmp_path / "runs" / "ft", tmp_path / "sweep.log"
+    failed_id, ok_id, base_id = (f"rad-dino-tiny.dinov2.n{n}.s0" for n in (60, 120, 0))
+    proc = session.start(job, log)
+    _wait(lambda: any(r.get("train_s", 0) > 0.5 for r in _reports(root)), 240, "the first trial training", proc,
+          log)
+    workers = session.pids("ray::RayTrainWorker")
+    assert len(workers) == 1, workers
+    os.kill(workers[0], signal.SIGKILL)
+    assert proc.wait(timeout=420) == 1, log.read_text()[-3000:]
+    out = log.read_text()
+    assert f"radscale: {failed_id} failed: " in out, out[-3000:]
+    assert f"1 trial(s) failed ({failed_id})" in out and "radscale: report " in out, out[-3000:]
+
+    assert not (root / "trials" / failed_id / "result.json").exists()
+    reason = json.loads((root / "trials" / failed_id / "failed.json").read_text())["reason"]
+    assert reason and "\n" not in reason and "logs under" in reason
+    for tid in (ok_id, base_id):                            # trained/baseline trials are evaluated regardless
+        assert (root / "trials" / tid / "eval.parquet").exists(), tid
+    assert set(pd.read_parquet(root / "results.parquet")["trial_id"]) == {ok_id, base_id}
+    report = (root / "report" / "report.md").read_text()
+    assert f"## Trials without results\n\n- `{failed_id}`: failed: " in report
+
+    from radscale.tracking.tracker import MLflowTracker
+    runs = {r["name"]: r for r in MLflowTracker(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}", "ft").runs()}
+    assert runs[failed_id]["status"] == "FAILED" and runs[failed_id]["tags"]["radscale.status"].startswith("failed")
+    assert runs[ok_id]["status"] == "FINISHED"
+    print(f"\nfailed trial: {reason}")

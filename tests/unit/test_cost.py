@@ -232,6 +232,31 @@ def test_searcher_asks_the_guard_before_each_trial():
     assert pickle.loads(pickle.dumps(q))._queue == []                    # Tune pickles its config
 
 
+
+def test_a_failed_trial_is_named_by_its_innermost_cause_on_one_line():
+    from radscale.orchestrate.tune_sweep import failure_line
+
+    try:
+        try:
+            raise MemoryError("CUDA out of memory\nTried to allocate 2 GiB")
+        except MemoryError as inner:
+            raise RuntimeError("ray::ImplicitFunc.train() (pid=1)") from inner
+    except RuntimeError as err:
+        assert failure_line(err, "/s") == "MemoryError: CUDA out of memory (logs under /s)"
+    assert failure_line(RuntimeError(""), "/s") == "RuntimeError (logs under /s)"
+    # What Tune hands back for a trial whose Train run failed: Ray's wrappers around the worker's error.
+    from ray.exceptions import RayTaskError
+    from ray.train.v2.api.exceptions import WorkerGroupError
+
+    worker = RayTaskError("train_fn", "Traceback (most recent call last):\n  File x\nValueError: bad", ValueError(
+        "bad crop size 7\nsecond line")).as_instanceof_cause()
+    trial = RayTaskError("trial_driver", "\x1b[36mray::ImplicitFunc.train()\x1b[39m (pid=1)",
+                         WorkerGroupError("rank 1 died", {1: worker, 3: MemoryError("x")})).as_instanceof_cause()
+    assert failure_line(trial, "/s") == "rank 1: ValueError: bad crop size 7 (logs under /s)"
+    assert failure_line(RayTaskError("f", "\x1b[36mray::f()\x1b[39m (pid=1)\nOSError: disk", None), "/s") == \
+        "RayTaskError: OSError: disk (logs under /s)"
+
+
 # ---------------------------------------------------------------- the loop's end-now and the clock
 
 

@@ -62,6 +62,29 @@ def test_missing_image_is_one_line_with_row_and_id(tmp_path):
     assert str(err.value) == f"m.parquet: row 1 (image_id=b): image file not found: {tmp_path / 'gone.png'}"
 
 
+
+def test_relative_uris_are_relative_to_the_manifest_not_the_cwd(tmp_path, monkeypatch):
+    """A hand-written manifest with `img/a.png` must open the same file on a Ray worker (another cwd)."""
+    from radscale.data.manifest import absolute_uris
+
+    data = tmp_path / "data"
+    (data / "img").mkdir(parents=True)
+    (data / "img" / "a.png").write_bytes(b"x")
+    uris = ["img/a.png", "./img/b.png", "/abs/c.png", "s3://bucket/d.png", "file:///e.png"]
+    t = pa.table({"image_id": list("abcde"), "patient_id": list("pqrst"), "study_id": list("vwxyz"), "uri": uris,
+                  "mask_uri": ["masks/a.png", None, "/m/c.png", None, None]})
+    pq.write_table(t, data / "m.parquet")
+    monkeypatch.chdir(tmp_path)                         # elsewhere: img/a.png does not exist from here
+    got = read_manifest("data/m.parquet")
+    assert got.column("uri").to_pylist() == [f"{data}/img/a.png", f"{data}/./img/b.png", *uris[2:]]
+    assert got.column("mask_uri").to_pylist() == [f"{data}/masks/a.png", None, "/m/c.png", None, None]
+    with pytest.raises(RadscaleError, match=r"row 1 \(image_id=b\): image file not found: .*/data/\./img/b\.png"):
+        require_images(got.slice(0, 2), "m.parquet")
+    remote = absolute_uris(t, "s3://bucket/cxr/manifest.parquet")
+    assert remote.column("uri").to_pylist()[:3] == ["s3://bucket/cxr/img/a.png", "s3://bucket/cxr/./img/b.png",
+                                                    "/abs/c.png"]
+    assert absolute_uris(_table(8), "/x/m.parquet").equals(_table(8))      # absolute uris: untouched
+
 def test_splits_are_patient_disjoint_and_roughly_sized():
     t = assign_splits(_table(4000, 1000), SplitSpec())
     by_split = {}

@@ -133,3 +133,40 @@ def test_the_logit_scale_is_capped_in_the_loss() -> None:
     assert float(task.model.logit_scale.grad) == 0.0               # no push beyond the cap
     task.spec = ClipSpec(max_logit_scale=0)
     assert float(task._scale()) == pytest.approx(float(torch.exp(torch.tensor(6.0))))
+
+
+def test_model_ema_of_the_image_tower_follows_the_formula_and_is_what_the_trial_evaluates() -> None:
+    """MI2's model EMA (0.999): e_t = d_t e_{t-1} + (1 - d_t) w_t after each optimizer step, in float64 here, with
+    d_t = min(0.999, (1 + t)/(10 + t)) (warm-up) or 0.999; the EMA, not the trained tower, is saved/evaluated."""
+    from radscale.config.specs import ClipSpec, EncoderSpec, TrainSpec
+    from radscale.objectives.build import build_task
+    from radscale.objectives.contrastive_task import ema_decay
+
+    assert [ema_decay(0.999, t, True) for t in (0, 1, 8989, 10**6)] == [0.1, 2 / 11, 8990 / 8999, 0.999]
+    assert ema_decay(0.999, 0, False) == 0.999
+    task = build_task(EncoderSpec(name="mi2-tiny", objective="clip"), TrainSpec(), 0).double()
+    assert task.eval_encoder() is task.ema_image and not any(p.requires_grad for p in task.ema_image.parameters())
+    assert all(id(p) not in {id(q) for g in task.param_groups() for q in g["params"]}
+               for p in task.ema_image.parameters())                     # the optimizer never sees it
+    tower = task.model.image_encoder
+    expect = {k: v.clone() for k, v in tower.state_dict().items()}        # the EMA starts at the initial weights
+    g = torch.Generator().manual_seed(0)
+    for t in range(3):
+        with torch.no_grad():
+            for p in tower.parameters():
+                p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype))   # an "optimizer step"
+        d = (1 + t) / (10 + t)
+        assert task.after_step(0.5) == pytest.approx(d)
+        for name, p in tower.named_parameters():
+            expect[name] = d * expect[name] + (1 - d) * p.detach()
+    got = task.ema_image.state_dict()
+    assert all(torch.allclose(got[k], expect[k], rtol=0, atol=1e-12) for k in expect)
+    assert all(not torch.allclose(e, p) for e, p in zip(task.ema_image.parameters(), tower.parameters()))
+    assert task.extra_state()["ema_updates"] == 3
+    fresh = build_task(EncoderSpec(name="mi2-tiny", objective="clip"), TrainSpec(), 0)
+    fresh.load_extra_state(task.extra_state())                           # a resumed trial continues the warm-up
+    assert fresh._ema_updates == 3
+
+    off = build_task(EncoderSpec(name="mi2-tiny", objective="clip"),
+                     TrainSpec(clip=ClipSpec(model_ema=0.0)), 0)
+    assert off.ema_image is None and off.eval_encoder() is off.model.image_encoder and off.after_step(0.5) == 0.0

@@ -1,6 +1,7 @@
 """The report from synthetic results tables: fits recover the curve, comparisons carry intervals, the held-out
 check and the audit are there, files are deterministic and the HTML holds every table and figure."""
 import json
+import math
 import re
 from pathlib import Path
 
@@ -138,6 +139,9 @@ def test_audit_flags_the_trial_over_budget_and_totals_the_cost(built):
     assert a.gpu_hours == 0.0 and len(trained) == 10 and len(a.trials) == 12
     rows = [line for line in built["md"].splitlines() if line.startswith("| ") and "⚠" in line]
     assert len(rows) == 1 and rows[0].startswith("| mi2-tiny.clip.n3000.s0 |") and "3.00%" in rows[0]
+    assert all(math.isnan(t.mfu) for t in a.trials)              # no MFU recorded (peak_tflops unknown)
+    with_mfu = df.assign(mfu=np.where(df["size"] > 0, 0.4321, np.nan))
+    assert {round(t.mfu, 4) for t in audit_trials(with_mfu, job.hardware).trials if t.size > 0} == {0.4321}
     assert f"cost ${3.0 * hours:.2f}" in built["md"]
 
 
@@ -172,3 +176,28 @@ def test_degenerate_sweeps_still_report(tmp_path):
     assert build_report(job, r[r["size"] == 0].copy(), SweepPaths(tmp_path / "a"), data).exists()
     flat = r.assign(value=0.7, replicates=[[0.7] * 200 if x is not None else None for x in r["replicates"]])
     assert build_report(job, flat, SweepPaths(tmp_path / "b"), data).exists()
+
+
+def test_planned_trials_without_results_are_listed_with_their_reason(tmp_path):
+    from radscale.config.trial import plan_trials
+
+    job = load_job(ROOT / "jobs/demo.toml")
+    paths = SweepPaths(tmp_path)
+    failed, stopped, unevaluated, evaluated, untouched = [t.trial_id for t in plan_trials(job) if t.trained][:5]
+    for tid, marker, payload in ((failed, paths.failed_json(failed), {"reason": "WorkerGroupError: gone"}),
+                                 (stopped, paths.stopped_json(stopped), {"reason": "cost bound $1 reached"}),
+                                 (unevaluated, paths.result_json(unevaluated), {"metrics": {}})):
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps(payload))
+    md = build_report(job, pd.DataFrame(), paths, DATA).with_suffix(".md").read_text()
+    section = md.split("## Trials without results\n\n", 1)[1]
+    assert f"- `{failed}`: failed: WorkerGroupError: gone; the next run retries it" in section
+    assert f"- `{stopped}`: stopped: cost bound $1 reached; the next run resumes it" in section
+    assert f"- `{unevaluated}`: encoder ready, not evaluated yet" in section
+    assert f"- `{untouched}`: not trained (refused by the cost bound, or the sweep ended before it)" in section
+
+    from radscale.report.build import _without_results
+    listed = "\n".join(_without_results(job, pd.DataFrame({"trial_id": [evaluated]}), paths))
+    assert f"`{evaluated}`" not in listed and f"`{failed}`" in listed
+    every = pd.DataFrame({"trial_id": [t.trial_id for t in plan_trials(job)]})
+    assert _without_results(job, every, paths) == []            # a complete sweep has no such section

@@ -28,6 +28,41 @@ def test_crop_area_follows_the_scale_range():
     assert torch.allclose(slope, torch.full_like(slope, 0.5), atol=1e-3)       # width fraction sqrt(0.25)
 
 
+
+def test_antialiased_crops_match_torchvision_style_antialiasing_where_plain_bilinear_aliases():
+    """1-px lines every 4 px (a thin tube pattern) and white noise at 518 -> 224 / 98, against torch's
+    antialiased bilinear resize (PIL's filter): plain bilinear resampling aliases the lines to 0-1 columns."""
+    import torch.nn.functional as F
+
+    lines = torch.zeros(1, 1, 518, 518)
+    lines[..., ::4] = 1.0
+    noise = torch.rand(1, 1, 518, 518, generator=torch.Generator().manual_seed(0))
+    for x in (lines, noise):
+        for size in (224, 98):
+            ref = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            crop = {aa: T.random_resized_crop(x, size, (1.0, 1.0), torch.Generator().manual_seed(0),
+                                              ratio=(1.0, 1.0), antialias=aa) for aa in (True, False)}
+            err = {aa: (v - ref).abs().mean().item() for aa, v in crop.items()}
+            assert err[True] < 0.015 and err[False] > 0.1 and err[True] < err[False] / 8, (size, err)
+    row = T.random_resized_crop(lines, 224, (1.0, 1.0), torch.Generator(), ratio=(1.0, 1.0))[0, 0, 112]
+    assert 0.1 < row.min() and row.max() < 0.5                             # reference: 0.11-0.43
+
+
+def test_antialiasing_leaves_upscaled_crops_and_every_other_draw_unchanged():
+    """64 -> 32 px square crops of area 0.05-0.3: downscale factor 2·sqrt(area), so the filter runs (up to 1.1)
+    and the crops of area <= 0.25 (factor <= 1) must come out exactly as plain bilinear ones."""
+    x = _imgs(32, 64)
+    a = T.random_resized_crop(x, 32, (0.05, 0.3), torch.Generator().manual_seed(3), ratio=(1.0, 1.0))
+    b = T.random_resized_crop(x, 32, (0.05, 0.3), torch.Generator().manual_seed(3), ratio=(1.0, 1.0),
+                              antialias=False)
+    area = torch.rand(32, generator=torch.Generator().manual_seed(3)) * 0.25 + 0.05      # the first draw
+    same = (a == b).flatten(1).all(1)
+    assert torch.equal(same, area <= 0.25) and 0 < int(same.sum()) < 32
+    g1, g2 = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    T.random_resized_crop(x, 16, (0.3, 1.0), g1)
+    T.random_resized_crop(x, 16, (0.3, 1.0), g2, antialias=False)
+    assert torch.equal(torch.rand(3, generator=g1), torch.rand(3, generator=g2))    # same random stream
+
 def test_blur_keeps_the_mean_and_p_zero_is_exact_identity():
     x = _imgs()
     g = torch.Generator().manual_seed(2)

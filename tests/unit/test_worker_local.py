@@ -20,6 +20,7 @@ def _job(objective: str, budget: float, ckpt_every: float = 0.0) -> JobSpec:
     enc = "rad-dino-tiny" if objective == "dinov2" else "mi2-tiny"
     return JobSpec.model_validate({
         "sweep": {"name": "t"}, "encoders": [{"name": enc, "objective": objective}], "sizes": [64],
+        "hardware": {"peak_tflops": 0.5},
         "budget": {"value": budget}, "train": {"batch_size": 8, "report_every_s": 0.5,
                                                "checkpoint_every_s": ckpt_every, "dinov2": TINY_DINO}})
 
@@ -53,6 +54,10 @@ def test_trial_trains_for_its_budget_and_checkpoints(objective, tmp_path):
     final = train_trial(job, trial, 64, rt)
     assert final["steps"] >= 2 and final["samples_seen"] == 8 * final["steps"]     # warm-up step included
     assert final["train_s"] > 0 and final["startup_s"] > 0 and final["flops_per_sample"] > 0
+    # MFU over the budgeted steps (the warm-up step is startup): their FLOPs / train_s / the configured peak.
+    budgeted = (final["samples_seen"] - 8) * final["flops_per_sample"]
+    assert final["mfu"] == pytest.approx(budgeted / final["train_s"] / 0.5e12, rel=1e-9)
+    assert final["mfu"] == pytest.approx(final["achieved_tflops"] / 0.5, rel=1e-9)
     # The stop lands within one step (+ the bounded batch wait) of the budget, however loaded the machine is.
     assert abs(final["train_s"] - 4.0) <= final["max_step_s"] + job.train.batch_wait_s + 1e-6
     metrics, ckpt = rt.reports[-1]
