@@ -108,6 +108,10 @@ class Dinov2Spec(Spec):
     weight_decay: tuple[float, float] = (0.04, 0.4)
     # Photometric augmentation kept for single-channel CXRs (see docs/SCIENCE.md); colour ops are dropped.
     blur_p: tuple[float, float, float] = Field((1.0, 0.1, 0.5), description="global1, global2, local (paper rates)")
+    # >= 8: the blur's reflect padding (3 sigma) must stay inside the crop
+    blur_ref_sizes: tuple[Annotated[int, Field(ge=8)], Annotated[int, Field(ge=8)]] = Field(
+        (224, 96), description="global, local crop size at which the blur sigma U(0.1, 2.0) is in pixels "
+                               "(DINOv2's sizes); other sizes scale it")
     solarize_p: float = 0.2
     jitter_p: float = 0.8
     flip_p: float = 0.5

@@ -41,10 +41,11 @@ def absolute_uris(table: pa.Table, manifest: str) -> pa.Table:
         if name not in table.column_names or pa.types.is_null(table.column(name).type):
             continue
         col = table.column(name)
-        relative = pc.and_(pc.invert(pc.starts_with(col, "/")), pc.invert(pc.match_substring(col, "://")))
+        relative = pc.and_(pc.and_(pc.invert(pc.starts_with(col, "/")), pc.invert(pc.match_substring(col, "://"))),
+                           pc.greater(pc.utf8_length(col), 0))          # "" (no mask) stays as it is
         if not pc.any(relative).as_py():
             continue
-        joined = pc.binary_join_element_wise(root, col, "/")
+        joined = pc.binary_join_element_wise(pa.scalar(root, col.type), col, pa.scalar("/", col.type))
         table = table.set_column(table.column_names.index(name), name, pc.if_else(relative, joined, col))
     return table
 

@@ -22,8 +22,9 @@ from radscale.errors import RadscaleError
 
 EVAL_SPLITS = ("probe_train", "probe_val", "test")
 # Bump when the prepared tables gain or lose columns, so a cache written by an older radscale is rebuilt
-# (2: eval rows carry mask_uri and report for segmentation and report generation; 3: and mask_devices).
-DATA_LAYOUT = 3
+# (2: eval rows carry mask_uri and report for segmentation and report generation; 3: and mask_devices;
+# 4: relative uris resolved against the manifest's folder).
+DATA_LAYOUT = 4
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,24 @@ docs/SCIENCE.md: colour jitter becomes brightness/contrast jitter, grayscale con
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 import torch.nn.functional as F
+
+
+def full_precision(make_views):
+    """Run a task's `make_views(images)` in float32 even inside the step's bf16 autocast: filters, resampling and
+    jitter need more than bf16's 8 bits (a 16-bit CXR would be quantised, filter taps would not sum to 1)."""
+    @functools.wraps(make_views)
+    def run(self, images: torch.Tensor, *args, **kwargs):
+        kind = images.device.type
+        if not torch.amp.is_autocast_available(kind):
+            return make_views(self, images, *args, **kwargs)
+        with torch.autocast(kind, enabled=False):
+            return make_views(self, images, *args, **kwargs)
+    return run
 
 
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator, device) -> torch.Tensor:

@@ -50,6 +50,7 @@ class ContrastiveTask(nn.Module):
         return self._gen
 
     @torch.no_grad()
+    @T.full_precision
     def make_views(self, images: torch.Tensor) -> torch.Tensor:
         s, x = self.spec, T.to_float(images)
         g = self._generator(x.device)

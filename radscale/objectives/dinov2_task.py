@@ -59,6 +59,7 @@ class DINOv2Task(nn.Module):
         return self._gen
 
     @torch.no_grad()
+    @T.full_precision
     def make_views(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """images [B,H,W] uint8 -> globals [2B,1,G,G], locals [L*B,1,l,l], iBOT masks [2B, P], and the masked
         tokens' flat indices [M] and iBOT weights [M] (`masks[masks]` order)."""
@@ -69,7 +70,7 @@ class DINOv2Task(nn.Module):
             v = T.random_resized_crop(x, s.global_size, s.global_scale, g, flip_p=s.flip_p,
                                       antialias=s.crop_antialias)
             v = T.brightness_contrast(v, s.jitter_p, g)
-            v = T.gaussian_blur(v, s.blur_p[i], g)
+            v = T.gaussian_blur(v, s.blur_p[i], g, ref_size=s.blur_ref_sizes[0])
             if i == 1:
                 v = T.solarize(v, s.solarize_p, g)
             globals_.append(v)
@@ -78,7 +79,7 @@ class DINOv2Task(nn.Module):
             v = T.random_resized_crop(x, s.local_size, s.local_scale, g, flip_p=s.flip_p,
                                       antialias=s.crop_antialias)
             v = T.brightness_contrast(v, s.jitter_p, g)
-            locals_.append(T.gaussian_blur(v, s.blur_p[2], g))
+            locals_.append(T.gaussian_blur(v, s.blur_p[2], g, ref_size=s.blur_ref_sizes[1]))
         gl = torch.cat(globals_)
         grid = self.student.backbone.grid(s.global_size)
         masks = block_masks(gl.shape[0], grid, s.mask_ratio, s.mask_image_fraction,
@@ -154,23 +155,29 @@ class DINOv2Task(nn.Module):
         self._mask_gen = restore_generator(state.get("mask_generator"), self._seed + 7919)
 
     def param_groups(self, lr_decay: float, patch_embed_mult: float) -> list[dict]:
-        """Layer-wise lr decay (DINOv2: 0.9) over backbone depth, patch-embed x0.2; no wd on norms/biases."""
+        """Layer-wise lr decay (DINOv2: 0.9) over backbone depth, patch-embed x0.2; weight decay on everything but
+        biases, norms and LayerScale gammas (DINOv2's name rule: cls/pos/mask tokens are decayed)."""
         groups: list[dict] = []
         layers = self.student.backbone.layer_groups()
         n = len(layers)
         patch = {id(p) for p in self.student.backbone.patch_embed_parameters()}
+        names = {id(p): name for name, p in self.student.named_parameters()}
+
+        def wd(p: nn.Parameter) -> float:
+            name = names[id(p)]
+            return 0.0 if name.endswith(".bias") or "norm" in name or "gamma" in name else 1.0
+
         for depth, params in enumerate(layers):
             scale = lr_decay ** (n - 1 - depth)
             for p in params:
                 if not p.requires_grad:
                     continue
                 groups.append({"params": [p], "lr_scale": scale * (patch_embed_mult if id(p) in patch else 1.0),
-                               "wd_scale": 0.0 if p.ndim == 1 or p.shape[0] == 1 else 1.0, "last_layer": False})
+                               "wd_scale": wd(p), "last_layer": False})
         last = {id(p) for p in self.student.head.last_layer.parameters()}
         for p in self.student.head.parameters():
             if p.requires_grad:
-                groups.append({"params": [p], "lr_scale": 1.0, "wd_scale": 0.0 if p.ndim == 1 else 1.0,
-                               "last_layer": id(p) in last})
+                groups.append({"params": [p], "lr_scale": 1.0, "wd_scale": wd(p), "last_layer": id(p) in last})
         return _merge_groups(groups)
 
 

@@ -191,7 +191,9 @@ def run_sweep(job: JobSpec, echo: Callable[[str], None] = print) -> SweepOutcome
         tracker.log_metrics(parent, summary_metrics(results, job))       # scaling fits + cost on the sweep run
     tracker.log_artifact(parent, str(paths.report_dir), "report")
     tracker.log_artifact(parent, str(paths.results))
-    tracker.finish(parent)
+    # the sweep run ends FAILED as the command exits 1 (the tag is reset by a re-run that retries them)
+    tracker.set_tags(parent, {"radscale.failed_trials": ",".join(sorted(failed))[:5000] or "none"})
+    tracker.finish(parent, "FAILED" if failed else "FINISHED")
     trained = [t.trial_id for t in todo if paths.result_json(t.trial_id).exists()]
     return SweepOutcome(paths.root, report, trained, skipped, [t.trial_id for t in to_eval], uri, over_budget,
                         stopped, spend, failed)
@@ -205,7 +207,9 @@ def _record_failed(job: JobSpec, trials: list[TrialSpec], failed: dict[str, str]
         echo(f"radscale: {t.trial_id} failed: {why}")
         marker = paths.failed_json(t.trial_id)
         marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps({"reason": why, "failed_unix": time.time()}))
+        part = marker.with_suffix(".json.tmp")
+        part.write_text(json.dumps({"reason": why, "failed_unix": time.time()}))
+        part.replace(marker)
         run = tracker.trial_run(parent, t.trial_id, trial_params(job, t), trial_tags(t))
         tracker.set_tags(run, {"radscale.status": f"failed: {why}"[:5000]})
         tracker.finish(run, "FAILED")
@@ -287,6 +291,7 @@ def collect_results(trials: list[TrialSpec], paths: SweepPaths) -> pd.DataFrame:
         if paths.result_json(t.trial_id).exists():
             m = json.loads(paths.result_json(t.trial_id).read_text()).get("metrics", {})
             budget[t.trial_id] = m
-    for key in ("train_s", "samples_seen", "epochs", "budget_deviation", "images_per_s", "startup_s", "mfu"):
+    for key in ("train_s", "samples_seen", "epochs", "budget_deviation", "images_per_s", "startup_s",
+                "achieved_tflops"):
         df[key] = df["trial_id"].map(lambda tid: budget.get(tid, {}).get(key))
     return df

@@ -10,12 +10,17 @@ import json
 import re
 from typing import Callable
 
+import torch
 from ray import tune
+from ray.exceptions import (NodeDiedError, ObjectLostError, ObjectStoreFullError, RayActorError, RaySystemError,
+                            WorkerCrashedError)
+from ray.exceptions import OutOfMemoryError as RayOutOfMemoryError
 from ray.tune.search import Searcher
 
 from radscale.config.specs import JobSpec
 from radscale.config.trial import TrialSpec
 from radscale.data.sweep_data import SweepData
+from radscale.errors import RadscaleError
 from radscale.orchestrate.cost import CostGuard
 from radscale.orchestrate.mlflow_callback import TrialTrackingCallback
 from radscale.orchestrate.paths import SweepPaths
@@ -24,6 +29,10 @@ from radscale.orchestrate.trial_driver import trial_driver
 
 HEAD_RESOURCE = "node:__internal_head__"   # Ray puts it on the head node only
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")        # Ray colours its process headers
+# Errors whose first line holds no data: radscale's own, Ray's system failures, out-of-memory. Not task or
+# user-code errors (their text is the user's exception, which may quote a table cell).
+_SAFE_MESSAGES = (RadscaleError, RayActorError, WorkerCrashedError, NodeDiedError, ObjectLostError, RaySystemError,
+                  RayOutOfMemoryError, ObjectStoreFullError, MemoryError, torch.OutOfMemoryError)
 
 
 class GuardedQueue(Searcher):
@@ -104,8 +113,13 @@ def run_trials(job: JobSpec, todo: list[TrialSpec], data: SweepData, paths: Swee
 
 
 def failure_line(error: BaseException, storage: str) -> str:
-    """`[rank R: ]Type: first line of the message` of the innermost cause: Ray wraps a trial's error in its own
-    (RayTaskError.cause, WorkerGroupError.worker_failures, __cause__), whose first lines are process headers."""
+    """`[rank R: ]Type[: first line]` of the innermost cause, for the console, failed.json, MLflow and the report.
+
+    Ray wraps a trial's error in its own (RayTaskError.cause, WorkerGroupError.worker_failures,
+    ControllerError.controller_failure, __cause__). The message is kept only for errors whose text is known
+    to hold no data (radscale's own, Ray's system errors, out-of-memory): a library error may quote a table
+    cell, i.e. report text, so for those the type stands alone and the message stays in the Ray logs.
+    """
     rank = ""
     for _ in range(10):                        # bounded: a cause chain may loop
         failures = getattr(error, "worker_failures", None)
@@ -114,11 +128,16 @@ def failure_line(error: BaseException, storage: str) -> str:
             rank, inner = f"rank {first_rank}: ", failures[first_rank]
         elif isinstance(getattr(error, "cause", None), BaseException):
             inner = error.cause
+        elif isinstance(getattr(error, "controller_failure", None), BaseException):
+            inner = error.controller_failure
         elif error.__cause__ is not None:
             inner = error.__cause__
         else:
             break
         error = inner
+    where = f"logs under {storage}"
+    if not isinstance(error, _SAFE_MESSAGES):
+        return f"{rank}{type(error).__name__} (message not recorded: it may quote data; {where})"
     lines = (_ANSI.sub("", line).strip() for line in str(error).splitlines())
     first = next((line for line in lines if line and not line.startswith(("Traceback", "ray::", "File "))), "")
-    return f"{rank}{type(error).__name__}{': ' + first[:300] if first else ''} (logs under {storage})"
+    return f"{rank}{type(error).__name__}{': ' + first[:300] if first else ''} ({where})"

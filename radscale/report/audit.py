@@ -17,7 +17,7 @@ from radscale.config.specs import BudgetSpec, HardwareSpec
 from radscale.report.tables import md_table, num
 
 DEVIATION_TOLERANCE = 0.01
-_COLS = ("train_s", "startup_s", "budget_deviation", "images_per_s", "epochs", "samples_seen", "mfu")
+_COLS = ("train_s", "startup_s", "budget_deviation", "images_per_s", "epochs", "samples_seen")
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class TrialCost:
     images_per_s: float
     epochs: float
     samples_seen: float
-    mfu: float               # NaN unless hardware.peak_tflops is set (FLOPs counted once per sample)
+    mfu: float               # achieved TFLOP/s / (hardware.peak_tflops x workers); NaN without a peak
     worker_hours: float      # NaN for size 0 (not trained) and for a trial without a budget record
     cost_usd: float
     flag: str                # "" when within tolerance
@@ -74,6 +74,9 @@ def audit_trials(results: pd.DataFrame, hardware: HardwareSpec, tolerance: float
                                                                  kind="stable")
         for r in first.to_dict("records"):
             v = {c: _f(r.get(c)) for c in _COLS}
+            # from the current peak (a free setting on re-runs), so every row is against the same peak
+            peak = hardware.peak_tflops * hardware.num_workers
+            v["mfu"] = _f(r.get("achieved_tflops")) / peak if peak > 0 else float("nan")
             size = int(r["size"])
             hours, flag = float("nan"), ""
             if size > 0:

@@ -73,6 +73,8 @@ def _without_results(job: JobSpec, results: pd.DataFrame | None, paths) -> list[
             why = f"failed: {_reason(paths.failed_json(t.trial_id))}; the next run retries it"
         elif paths.stopped_json(t.trial_id).exists():
             why = f"stopped: {_reason(paths.stopped_json(t.trial_id))}; the next run resumes it"
+        elif paths.eval_table(t.trial_id).exists():
+            why = "evaluated, no result rows (e.g. every label under eval.min_positives)"
         elif paths.result_json(t.trial_id).exists():
             why = "encoder ready, not evaluated yet"
         else:

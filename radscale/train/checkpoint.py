@@ -1,6 +1,8 @@
 """Checkpoint layout of a trial (one directory):
 
   ds/…            DeepSpeed engine state (all ranks write their shards; restart resumes from here)
+  task_rank<R>.pt each rank's task state (augmentation generators, centers, EMA count): DeepSpeed's client
+                  state is written by rank 0 only, so every rank would resume with rank 0's augmentation stream
   encoder.pt      consolidated eval encoder state dict (rank 0) — what evaluation loads
   budget.json     BudgetState: the clock continues from here after a restart
   trial.json      the encoder flavour and objective, so the encoder can be rebuilt without the job file
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from radscale.objectives.distributed import rank
 from radscale.train.budget import BudgetState
 
 DS_DIR, DS_TAG = "ds", "state"
@@ -21,6 +24,7 @@ def save_checkpoint(path: str | Path, engine, task, state: BudgetState, trial_me
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     engine.save_checkpoint(str(path / DS_DIR), tag=DS_TAG, client_state={"task": task.extra_state()})
+    torch.save(task.extra_state(), path / f"task_rank{rank()}.pt")
     if is_chief:
         enc = task.eval_encoder()
         torch.save({k: v.detach().cpu() for k, v in enc.state_dict().items()}, path / "encoder.pt")
@@ -31,7 +35,10 @@ def save_checkpoint(path: str | Path, engine, task, state: BudgetState, trial_me
 def load_checkpoint(path: str | Path, engine, task) -> BudgetState:
     path = Path(path)
     _, client = engine.load_checkpoint(str(path / DS_DIR), tag=DS_TAG, load_module_strict=True)
-    if client and "task" in client:
+    own = path / f"task_rank{rank()}.pt"
+    if own.exists():
+        task.load_extra_state(torch.load(own, map_location="cpu", weights_only=True))
+    elif client and "task" in client:              # a checkpoint from before per-rank task state: rank 0's
         task.load_extra_state(client["task"])
     return BudgetState.from_dict(json.loads((path / "budget.json").read_text()))
 

@@ -261,4 +261,5 @@ def test_a_failed_trial_does_not_hold_back_the_others(session, tmp_path):
     runs = {r["name"]: r for r in MLflowTracker(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}", "ft").runs()}
     assert runs[failed_id]["status"] == "FAILED" and runs[failed_id]["tags"]["radscale.status"].startswith("failed")
     assert runs[ok_id]["status"] == "FINISHED"
+    assert runs["ft"]["status"] == "FAILED" and runs["ft"]["tags"]["radscale.failed_trials"] == failed_id
     print(f"\nfailed trial: {reason}")

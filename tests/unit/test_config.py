@@ -48,6 +48,8 @@ def test_overrides_apply_and_do_not_mutate():
     ("train.zero_stage=3", "train.zero_stage"),
     ("train.batch_size=1", "KoLeo"),
     ("eval.precision='fp16'", "eval.precision"),
+    ("train.dinov2.blur_ref_sizes=[224, 4]", "train.dinov2.blur_ref_sizes.1: Input should be greater than or equal"),
+    ("train.clip.model_ema=1.0", "train.clip.model_ema: Input should be less than 1"),
 ])
 def test_bad_values_are_refused_in_one_line(override, fragment):
     with pytest.raises(RadscaleError) as err:

@@ -234,6 +234,12 @@ def test_searcher_asks_the_guard_before_each_trial():
 
 
 def test_a_failed_trial_is_named_by_its_innermost_cause_on_one_line():
+    """Ray's wrappers are unwrapped to the worker's own error; its message is kept only where it cannot quote
+    data (a library error may hold a table cell, i.e. report text: it goes to MLflow and the report)."""
+    from ray.exceptions import ActorDiedError, RayTaskError
+    from ray.train.v2.api.exceptions import ControllerError, WorkerGroupError
+
+    from radscale.errors import RadscaleError
     from radscale.orchestrate.tune_sweep import failure_line
 
     try:
@@ -243,18 +249,20 @@ def test_a_failed_trial_is_named_by_its_innermost_cause_on_one_line():
             raise RuntimeError("ray::ImplicitFunc.train() (pid=1)") from inner
     except RuntimeError as err:
         assert failure_line(err, "/s") == "MemoryError: CUDA out of memory (logs under /s)"
-    assert failure_line(RuntimeError(""), "/s") == "RuntimeError (logs under /s)"
-    # What Tune hands back for a trial whose Train run failed: Ray's wrappers around the worker's error.
-    from ray.exceptions import RayTaskError
-    from ray.train.v2.api.exceptions import WorkerGroupError
-
-    worker = RayTaskError("train_fn", "Traceback (most recent call last):\n  File x\nValueError: bad", ValueError(
-        "bad crop size 7\nsecond line")).as_instanceof_cause()
-    trial = RayTaskError("trial_driver", "\x1b[36mray::ImplicitFunc.train()\x1b[39m (pid=1)",
-                         WorkerGroupError("rank 1 died", {1: worker, 3: MemoryError("x")})).as_instanceof_cause()
-    assert failure_line(trial, "/s") == "rank 1: ValueError: bad crop size 7 (logs under /s)"
-    assert failure_line(RayTaskError("f", "\x1b[36mray::f()\x1b[39m (pid=1)\nOSError: disk", None), "/s") == \
-        "RayTaskError: OSError: disk (logs under /s)"
+    assert failure_line(RadscaleError(""), "/s") == "RadscaleError (logs under /s)"
+    leaky = ValueError("could not parse 'FINDINGS: small left effusion'")          # e.g. a library quoting a cell
+    # What Tune hands back (Ray 2.60 gives the bare worker exception inside WorkerGroupError; older Rays wrap
+    # it in a RayTaskError too): either way the innermost error, and no message for a library error.
+    for worker in (leaky, RayTaskError("fn", "Traceback ...", leaky).as_instanceof_cause()):
+        trial = RayTaskError("trial_driver", "\x1b[36mray::ImplicitFunc.train()\x1b[39m (pid=1)",
+                             WorkerGroupError("rank 1 died", {1: worker, 3: MemoryError("x")})).as_instanceof_cause()
+        line = failure_line(trial, "/s")
+        assert line == "rank 1: ValueError (message not recorded: it may quote data; logs under /s)"
+        assert "FINDINGS" not in line
+    died = ActorDiedError()
+    assert failure_line(WorkerGroupError("x", {0: died}), "/s").startswith("rank 0: ActorDiedError: The actor died")
+    boom = RadscaleError("runs/x/data: shard 3 unreadable")
+    assert failure_line(ControllerError(boom), "/s") == "RadscaleError: runs/x/data: shard 3 unreadable (logs under /s)"
 
 
 # ---------------------------------------------------------------- the loop's end-now and the clock

@@ -71,13 +71,14 @@ def test_relative_uris_are_relative_to_the_manifest_not_the_cwd(tmp_path, monkey
     (data / "img").mkdir(parents=True)
     (data / "img" / "a.png").write_bytes(b"x")
     uris = ["img/a.png", "./img/b.png", "/abs/c.png", "s3://bucket/d.png", "file:///e.png"]
-    t = pa.table({"image_id": list("abcde"), "patient_id": list("pqrst"), "study_id": list("vwxyz"), "uri": uris,
-                  "mask_uri": ["masks/a.png", None, "/m/c.png", None, None]})
+    t = pa.table({"image_id": list("abcde"), "patient_id": list("pqrst"), "study_id": list("vwxyz"),
+                  "uri": pa.array(uris, pa.large_string()),       # what pandas 3 writes for str columns
+                  "mask_uri": ["masks/a.png", None, "/m/c.png", "", None]})
     pq.write_table(t, data / "m.parquet")
     monkeypatch.chdir(tmp_path)                         # elsewhere: img/a.png does not exist from here
     got = read_manifest("data/m.parquet")
     assert got.column("uri").to_pylist() == [f"{data}/img/a.png", f"{data}/./img/b.png", *uris[2:]]
-    assert got.column("mask_uri").to_pylist() == [f"{data}/masks/a.png", None, "/m/c.png", None, None]
+    assert got.column("mask_uri").to_pylist() == [f"{data}/masks/a.png", None, "/m/c.png", "", None]
     with pytest.raises(RadscaleError, match=r"row 1 \(image_id=b\): image file not found: .*/data/\./img/b\.png"):
         require_images(got.slice(0, 2), "m.parquet")
     remote = absolute_uris(t, "s3://bucket/cxr/manifest.parquet")

@@ -278,3 +278,19 @@ def test_ema_center_follows_the_logits_device():
     assert c.teacher_probs(logits, 0.04).device.type == "meta" and c.center.device.type == "meta"
     c.update(logits)
     assert c.center.device.type == "meta" and c.center.shape == (8,)
+
+
+def test_weight_decay_follows_dinov2s_name_rule():
+    """dinov2/utils/param_groups.py: wd 0 for names ending '.bias' or holding 'norm' or 'gamma', so the cls,
+    position and mask tokens *are* decayed (they were not here before 2026-12-07)."""
+    from radscale.config.specs import EncoderSpec, TrainSpec
+    from radscale.objectives.build import build_task
+
+    task = build_task(EncoderSpec(name="rad-dino-tiny", objective="dinov2"), TrainSpec(), 0)
+    wd = {id(p): g["wd_scale"] for g in task.param_groups(0.9, 0.2) for p in g["params"]}
+    named = [(n, p) for n, p in task.student.named_parameters() if p.requires_grad]
+    assert len(wd) == len(named)
+    for name, p in named:
+        assert wd[id(p)] == (0.0 if name.endswith(".bias") or "norm" in name or "gamma" in name else 1.0), name
+    tokens = {n: wd[id(p)] for n, p in named if n.endswith(("cls_token", "pos_embed", "mask_token"))}
+    assert tokens == {"backbone.mask_token": 1.0, "backbone.vit.cls_token": 1.0, "backbone.vit.pos_embed": 1.0}

@@ -139,9 +139,11 @@ def test_audit_flags_the_trial_over_budget_and_totals_the_cost(built):
     assert a.gpu_hours == 0.0 and len(trained) == 10 and len(a.trials) == 12
     rows = [line for line in built["md"].splitlines() if line.startswith("| ") and "⚠" in line]
     assert len(rows) == 1 and rows[0].startswith("| mi2-tiny.clip.n3000.s0 |") and "3.00%" in rows[0]
-    assert all(math.isnan(t.mfu) for t in a.trials)              # no MFU recorded (peak_tflops unknown)
-    with_mfu = df.assign(mfu=np.where(df["size"] > 0, 0.4321, np.nan))
-    assert {round(t.mfu, 4) for t in audit_trials(with_mfu, job.hardware).trials if t.size > 0} == {0.4321}
+    assert all(math.isnan(t.mfu) for t in a.trials)              # no achieved TFLOP/s recorded, no peak
+    measured = df.assign(achieved_tflops=np.where(df["size"] > 0, 300.0, np.nan))
+    assert all(math.isnan(t.mfu) for t in audit_trials(measured, job.hardware).trials)     # peak unknown
+    peak = job.hardware.model_copy(update={"peak_tflops": 500.0})                          # x 2 workers
+    assert {t.mfu for t in audit_trials(measured, peak).trials if t.size > 0} == {0.3}
     assert f"cost ${3.0 * hours:.2f}" in built["md"]
 
 
@@ -183,10 +185,12 @@ def test_planned_trials_without_results_are_listed_with_their_reason(tmp_path):
 
     job = load_job(ROOT / "jobs/demo.toml")
     paths = SweepPaths(tmp_path)
-    failed, stopped, unevaluated, evaluated, untouched = [t.trial_id for t in plan_trials(job) if t.trained][:5]
+    failed, stopped, unevaluated, evaluated, untouched, empty = [t.trial_id for t in plan_trials(job)
+                                                                 if t.trained][:6]
     for tid, marker, payload in ((failed, paths.failed_json(failed), {"reason": "WorkerGroupError: gone"}),
                                  (stopped, paths.stopped_json(stopped), {"reason": "cost bound $1 reached"}),
-                                 (unevaluated, paths.result_json(unevaluated), {"metrics": {}})):
+                                 (unevaluated, paths.result_json(unevaluated), {"metrics": {}}),
+                                 (empty, paths.eval_table(empty), {})):
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(json.dumps(payload))
     md = build_report(job, pd.DataFrame(), paths, DATA).with_suffix(".md").read_text()
@@ -194,6 +198,7 @@ def test_planned_trials_without_results_are_listed_with_their_reason(tmp_path):
     assert f"- `{failed}`: failed: WorkerGroupError: gone; the next run retries it" in section
     assert f"- `{stopped}`: stopped: cost bound $1 reached; the next run resumes it" in section
     assert f"- `{unevaluated}`: encoder ready, not evaluated yet" in section
+    assert f"- `{empty}`: evaluated, no result rows" in section
     assert f"- `{untouched}`: not trained (refused by the cost bound, or the sweep ended before it)" in section
 
     from radscale.report.build import _without_results

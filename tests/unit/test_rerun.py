@@ -60,3 +60,26 @@ def test_check_rerun_refuses_before_compute_in_one_line(tmp_path):
     (tmp_path / "job.json").write_text('{"sweep": {"name": "s"}, "budget": {"old": 1}}')
     with pytest.raises(RadscaleError, match="earlier run's settings cannot be read"):
         check_rerun(_job(), tmp_path)
+
+
+
+def test_a_setting_the_earlier_run_did_not_record_counts_as_changed(tmp_path):
+    """A job.json written before a field existed (e.g. train.clip.model_ema): the default may not be what that
+    run did, so its finished trials must not be mixed with new ones; free settings stay free."""
+    recorded = json.loads(_job().model_dump_json())
+    del recorded["train"]["clip"]["model_ema"]
+    del recorded["hardware"]["peak_tflops"]                        # free: never refused
+    del recorded["encoders"][0]["weights"]
+    (tmp_path / "job.json").write_text(json.dumps(recorded))
+    with pytest.raises(RadscaleError) as err:
+        check_rerun(_job(), tmp_path)
+    assert ("other settings (train.clip.model_ema (new since that run), encoders[rad-dino-tiny.dinov2].weights "
+            "(new since that run))") in str(err.value)
+    recorded = json.loads(_job().model_dump_json())
+    del recorded["eval"]["seg_epochs"]
+    (tmp_path / "job.json").write_text(json.dumps(recorded))
+    check_rerun(_job(), tmp_path)                                  # not evaluated yet
+    (tmp_path / "trials" / "t0").mkdir(parents=True)
+    (tmp_path / "trials" / "t0" / "eval.parquet").write_bytes(b"")
+    with pytest.raises(RadscaleError, match=r"evaluated with other settings \(eval.seg_epochs \(new since"):
+        check_rerun(_job(), tmp_path)

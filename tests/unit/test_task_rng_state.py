@@ -97,3 +97,34 @@ def test_clip_logits_stay_float32_under_bf16_autocast():
     exact = 100.0 * u.double() @ v.double().t()
     assert s.dtype == torch.float32
     assert (s.double() - exact).abs().max() < 1e-4          # bf16 would be off by ~0.3 at this scale
+
+
+def test_every_rank_resumes_its_own_augmentation_stream(tmp_path, monkeypatch):
+    """DeepSpeed writes the client state from rank 0 only; each rank's task state is its own file, so after a
+    restart rank 1 does not replay rank 0's crops (identical augmentation on every rank)."""
+    import radscale.train.checkpoint as ckpt
+    from radscale.train.budget import BudgetState
+
+    class Engine:                               # DeepSpeed's checkpoint interface: rank 0's client state only
+        def save_checkpoint(self, path, tag, client_state):
+            if ckpt.rank() == 0:
+                torch.save(client_state, tmp_path / "client.pt")
+
+        def load_checkpoint(self, path, tag, load_module_strict):
+            return None, torch.load(tmp_path / "client.pt", weights_only=False)
+
+    job = JobSpec.model_validate({
+        "sweep": {"name": "p"}, "encoders": [{"name": "rad-dino-tiny", "objective": "dinov2"}], "sizes": [64],
+        "budget": {"value": 1.0}, "train": {"batch_size": 4, "dinov2": DINO}})
+    tasks = [build_task(job.encoders[0], job.train, 0, rank=r) for r in (0, 1)]
+    for r in (1, 0):
+        _draw(tasks[r], "dinov2")
+        monkeypatch.setattr(ckpt, "rank", lambda r=r: r)
+        ckpt.save_checkpoint(tmp_path / "c", Engine(), tasks[r], BudgetState(), {}, is_chief=r == 0)
+    expected = [_draw(t, "dinov2")[0] for t in tasks]
+    assert not torch.equal(expected[0], expected[1])
+    for r in (0, 1):
+        fresh = build_task(job.encoders[0], job.train, 0, rank=r)
+        monkeypatch.setattr(ckpt, "rank", lambda r=r: r)
+        ckpt.load_checkpoint(tmp_path / "c", Engine(), fresh)
+        assert torch.equal(_draw(fresh, "dinov2")[0], expected[r]), r

@@ -80,6 +80,30 @@ def test_blur_applies_per_image_with_probability_p():
     assert 0.22 < changed < 0.38
 
 
+
+def test_local_crops_blur_with_dinovs_pixel_sigma(monkeypatch):
+    """DINOv2 blurs its 96-px local crops with sigma U(0.1, 2.0) px, as its 224-px globals: the sigma is scaled
+    from each crop kind's own reference size (it was scaled from 224 for both: at most 0.875 px at 98)."""
+    impulse = torch.zeros(300, 1, 98, 98)
+    impulse[:, :, 49, 49] = 1.0
+    out = T.gaussian_blur(impulse, 1.0, torch.Generator().manual_seed(0), ref_size=96)
+    prof = out[:, 0].sum(1)                                           # [B, 98] mass along x
+    xs = torch.arange(98.0) - 49
+    sigma = ((prof * xs**2).sum(1) / prof.sum(1)).sqrt()
+    assert sigma.max() > 1.9 and sigma.max() <= 2.0 * 98 / 96 + 1e-3 and sigma.min() < 0.3
+
+    seen = []
+    real = T.gaussian_blur
+    monkeypatch.setattr(T, "gaussian_blur", lambda v, p, g, ref_size=224: seen.append((v.shape[-1], ref_size))
+                        or real(v, p, g, ref_size=ref_size))
+    from radscale.config.specs import Dinov2Spec, EncoderSpec, TrainSpec
+
+    spec = Dinov2Spec(global_size=32, local_size=16, local_crops=2, n_prototypes=256, head_hidden=64,
+                      head_bottleneck=32)
+    task = build_task(EncoderSpec(name="rad-dino-tiny", objective="dinov2"), TrainSpec(dinov2=spec), 0)
+    task.make_views(torch.randint(0, 255, (2, 80, 80), dtype=torch.uint8))
+    assert seen == [(task.spec.global_size, 224)] * 2 + [(task.spec.local_size, 96)] * 2
+
 def test_brightness_contrast_solarize_erasing():
     x = _imgs(b=50)
     g = torch.Generator().manual_seed(4)
@@ -107,3 +131,21 @@ def test_dinov2_views_gather_masked_tokens_by_host_index_in_mask_order():
     tokens = torch.randn(masks.shape + (5,))
     assert torch.equal(tokens.flatten(0, 1).index_select(0, index), tokens[masks])
     assert torch.equal(weights, masked_token_weights(masks))
+
+
+
+def test_views_are_float32_inside_a_bf16_autocast_step():
+    """The step runs under bf16 autocast on GPUs; the augmentation must not (conv filters would run in bf16)."""
+    from radscale.config.specs import Dinov2Spec, EncoderSpec, TrainSpec
+
+    spec = Dinov2Spec(global_size=32, local_size=16, local_crops=2, n_prototypes=256, head_hidden=64,
+                      head_bottleneck=32)
+    images = torch.randint(0, 255, (4, 80, 80), dtype=torch.uint8)
+    for enc, objective in (("rad-dino-tiny", "dinov2"), ("mi2-tiny", "clip")):
+        views = []
+        for autocast in (False, True):
+            task = build_task(EncoderSpec(name=enc, objective=objective), TrainSpec(dinov2=spec), 0)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                out = task.make_views(images)
+            views.append(out[0] if isinstance(out, tuple) else out)
+        assert views[1].dtype == torch.float32 and torch.equal(views[0], views[1]), enc

@@ -66,14 +66,15 @@ def test_trial_trains_for_its_budget_and_checkpoints(objective, tmp_path):
     assert all(np.isfinite(metrics["loss"]) for metrics, _ in rt.reports if "loss" in metrics)
 
 
-def test_restart_resumes_weights_and_clock(tmp_path):
-    job = _job("dinov2", 2.0)
+@pytest.mark.parametrize("objective", ["dinov2", "unicl"])       # unicl: the model EMA through DeepSpeed's state
+def test_restart_resumes_weights_and_clock(objective, tmp_path):
+    job = _job(objective, 2.0)
     trial = TrialSpec("t", job.encoders[0], 64, 0)
-    first = LocalRuntime(_epochs("dinov2"), tmp_path / "a")
+    first = LocalRuntime(_epochs(objective), tmp_path / "a")
     f1 = train_trial(job, trial, 64, first)
     ckpt = first.reports[-1][1]
-    longer = _job("dinov2", 4.0)
-    second = LocalRuntime(_epochs("dinov2"), tmp_path / "b", restore=ckpt)
+    longer = _job(objective, 4.0)
+    second = LocalRuntime(_epochs(objective), tmp_path / "b", restore=ckpt)
     f2 = train_trial(longer, trial, 64, second)
     assert f2["restarts"] == 1
     assert f2["steps"] > f1["steps"] and f2["samples_seen"] > f1["samples_seen"]
@@ -83,6 +84,8 @@ def test_restart_resumes_weights_and_clock(tmp_path):
     w1 = torch.load(Path(ckpt) / "encoder.pt")
     w2 = torch.load(Path(second.reports[-1][1]) / "encoder.pt")
     assert any(not torch.equal(w1[k], w2[k]) for k in w1)
+    if objective == "unicl":        # the EMA's warm-up continued from the first run's count (one per step)
+        assert f2["model_ema_decay"] == pytest.approx((f2["steps"]) / (f2["steps"] + 9))
 
 
 def test_a_runtime_without_checkpoints_writes_none(tmp_path):
