@@ -8,6 +8,7 @@ default may not be what that run did.
 """
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -22,9 +23,14 @@ FREE = {"hardware": ("node_price_per_hour", "max_failures", "peak_tflops"),
         "train": ("report_every_s", "checkpoint_every_s")}
 
 
+_NEW = " (new since that run)"
+
+
 def _diff(a: dict, b: dict, prefix: str) -> list[str]:
+    """Keys whose values differ; a key `a` does not hold at all is marked new (its default may not be what ran)."""
     fa, fb = flatten(a, prefix + "."), flatten(b, prefix + ".")
-    return sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k))
+    return sorted(k + ("" if k in fa else _NEW) for k in set(fa) | set(fb)
+                  if k not in fa or k not in fb or fa[k] != fb[k])
 
 
 def _without_free(d: dict) -> dict:
@@ -34,31 +40,17 @@ def _without_free(d: dict) -> dict:
     return d
 
 
-def changed_settings(old: JobSpec, new: JobSpec) -> tuple[list[str], list[str]]:
-    """(keys that change what training computes, keys that change what evaluation computes)."""
-    a, b = _without_free(old.model_dump(mode="json")), _without_free(new.model_dump(mode="json"))
-    training = [k for sec in TRAINING for k in _diff(a[sec], b[sec], sec)]
-    before = {e.key: e for e in old.encoders}
+def changed_settings(old: JobSpec, new: JobSpec, recorded: dict | None = None) -> tuple[list[str], list[str]]:
+    """(keys that change what training computes, keys that change what evaluation computes). `recorded` is the
+    earlier run's job.json as written, when at hand: keys it lacks count as changed, even at today's default."""
+    a = _without_free(copy.deepcopy(recorded) if recorded is not None else old.model_dump(mode="json"))
+    b = _without_free(new.model_dump(mode="json"))
+    training = [k for sec in TRAINING for k in _diff(a.get(sec) or {}, b[sec], sec)]
+    before = dict(zip((e.key for e in old.encoders), a.get("encoders") or []))
     for e in new.encoders:
         if e.key in before:
-            training += _diff(before[e.key].model_dump(mode="json"), e.model_dump(mode="json"), f"encoders[{e.key}]")
-    return training, _diff(a["eval"], b["eval"], "eval")
-
-
-def unrecorded_settings(raw: dict, old: JobSpec, new: JobSpec) -> tuple[list[str], list[str]]:
-    """Keys of `new` (training, evaluation) that the earlier run's job.json `raw` lacks."""
-    b = _without_free(new.model_dump(mode="json"))
-
-    def missing(recorded, now: dict, prefix: str) -> list[str]:
-        have = flatten(recorded if isinstance(recorded, dict) else {}, prefix + ".")
-        return sorted(set(flatten(now, prefix + ".")) - set(have))
-
-    training = [k for sec in TRAINING for k in missing(raw.get(sec), b[sec], sec)]
-    recorded = {e.key: r for e, r in zip(old.encoders, raw.get("encoders") or [])}
-    for e in new.encoders:
-        if e.key in recorded:
-            training += missing(recorded[e.key], e.model_dump(mode="json"), f"encoders[{e.key}]")
-    return training, missing(raw.get("eval"), b["eval"], "eval")
+            training += _diff(before[e.key], e.model_dump(mode="json"), f"encoders[{e.key}]")
+    return training, _diff(a.get("eval") or {}, b["eval"], "eval")
 
 
 def _shown(keys: list[str]) -> str:
@@ -77,10 +69,7 @@ def check_rerun(job: JobSpec, root: Path) -> None:
     except (ValueError, RadscaleError) as e:
         raise RadscaleError(f"{path}: the earlier run's settings cannot be read ({str(e).splitlines()[0][:120]}); "
                             "use a new sweep.name") from None
-    training, evaluation = changed_settings(old, job)
-    new_training, new_evaluation = unrecorded_settings(raw, old, job)
-    training += [f"{k} (new since that run)" for k in new_training if k not in training]
-    evaluation += [f"{k} (new since that run)" for k in new_evaluation if k not in evaluation]
+    training, evaluation = changed_settings(old, job, raw)
     if training:
         raise RadscaleError(f"{path}: this sweep was run with other settings ({_shown(training)}); new results "
                             "would mix with the old ones: use a new sweep.name (or output_dir)")

@@ -19,6 +19,7 @@ from radscale.data import transforms as T
 from radscale.models.clip_model import TwoTowerModel
 from radscale.models.text import tokenize
 from radscale.objectives.distributed import all_gather_no_grad, is_distributed, rank
+from radscale.objectives.ema import ema_decay, ema_update_
 from radscale.objectives.rng import generator_state, restore_generator
 from radscale.objectives.unicl import gather_keys, positives_from_label_sets, unicl_loss
 
@@ -113,15 +114,17 @@ class ContrastiveTask(nn.Module):
             return 0.0
         d = ema_decay(self.spec.model_ema, self._ema_updates, self.spec.model_ema_warmup)
         self._ema_updates += 1
-        ema = list(self.ema_image.parameters())
-        torch._foreach_mul_(ema, d)
-        torch._foreach_add_(ema, [p.detach() for p in self.model.image_encoder.parameters()], alpha=1.0 - d)
+        ema_update_(self.ema_image.parameters(), self.model.image_encoder.parameters(), d)
         for e, b in zip(self.ema_image.buffers(), self.model.image_encoder.buffers()):
             e.copy_(b)                       # buffers are not learned: the current ones
         return d
 
     def eval_encoder(self) -> nn.Module:
         return self.model.image_encoder if self.ema_image is None else self.ema_image
+
+    def forward_encoders(self) -> list[nn.Module]:
+        """The image encoders the step runs (what `train.compile` compiles): not the EMA copy."""
+        return [self.model.image_encoder]
 
     def extra_state(self) -> dict:
         return {"generator": generator_state(self._gen), "ema_updates": self._ema_updates}
@@ -137,8 +140,3 @@ class ContrastiveTask(nn.Module):
                 (no_decay if p.ndim <= 1 or "logit_scale" in name else decay).append(p)
         return [{"params": decay, "lr_scale": 1.0, "wd_scale": 1.0, "last_layer": False},
                 {"params": no_decay, "lr_scale": 1.0, "wd_scale": 0.0, "last_layer": False}]
-
-
-def ema_decay(decay: float, updates: int, warmup: bool) -> float:
-    """The decay of EMA update number `updates` (0-based): `decay`, or with warm-up min(decay, (1+t)/(10+t))."""
-    return min(decay, (1.0 + updates) / (10.0 + updates)) if warmup else decay

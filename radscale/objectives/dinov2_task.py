@@ -21,6 +21,7 @@ from radscale.objectives.ibot import ibot_patch_loss_masked
 from radscale.objectives.koleo import koleo_loss
 from radscale.objectives.masking import block_masks
 from radscale.objectives.rng import generator_state, restore_generator
+from radscale.objectives.ema import ema_update_
 from radscale.objectives.progress import cosine
 
 
@@ -133,16 +134,17 @@ class DINOv2Task(nn.Module):
     def after_step(self, progress: float) -> float:
         """EMA teacher update with cosine momentum (0.992 -> 1.0 over the budget)."""
         m = cosine(progress, *self.spec.teacher_momentum)
-        sp = [p.detach() for p in self.student.parameters()]
-        tp = list(self.teacher.parameters())
-        torch._foreach_mul_(tp, m)
-        torch._foreach_add_(tp, sp, alpha=1.0 - m)
+        ema_update_(self.teacher.parameters(), self.student.parameters(), m)
         return m
 
     # --- what the trainer needs --------------------------------------------------------------------------
     def eval_encoder(self) -> nn.Module:
         """DINOv2 evaluates the EMA teacher's backbone."""
         return self.teacher.backbone
+
+    def forward_encoders(self) -> list[nn.Module]:
+        """The image encoders the step runs (what `train.compile` compiles): student and teacher."""
+        return [self.student.backbone, self.teacher.backbone]
 
     def extra_state(self) -> dict:
         return {"center": self.center.state_dict(), "patch_center": self.patch_center.state_dict(),

@@ -1,8 +1,17 @@
 """Where a sweep's outputs live (one root; every trial's things are named by its trial_id)."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Written then renamed: a crash mid-write leaves no half marker (the sweep reads these as trial states)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    tmp.replace(path)
 
 
 @dataclass(frozen=True)

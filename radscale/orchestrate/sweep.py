@@ -28,7 +28,7 @@ from radscale.data.vocab import Vocabulary
 from radscale.evaluate.preflight import check_evaluation
 from radscale.objectives.build import build_task
 from radscale.orchestrate.cost import CostPlan, check_cost, over_bound_note, read_spend
-from radscale.orchestrate.paths import SweepPaths
+from radscale.orchestrate.paths import SweepPaths, write_json
 from radscale.tracking.tracker import default_tracking_uri, make_tracker
 
 SPEND_JSON = "spend.json"
@@ -205,11 +205,7 @@ def _record_failed(job: JobSpec, trials: list[TrialSpec], failed: dict[str, str]
     for t in trials:
         why = failed[t.trial_id]
         echo(f"radscale: {t.trial_id} failed: {why}")
-        marker = paths.failed_json(t.trial_id)
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        part = marker.with_suffix(".json.tmp")
-        part.write_text(json.dumps({"reason": why, "failed_unix": time.time()}))
-        part.replace(marker)
+        write_json(paths.failed_json(t.trial_id), {"reason": why, "failed_unix": time.time()})
         run = tracker.trial_run(parent, t.trial_id, trial_params(job, t), trial_tags(t))
         tracker.set_tags(run, {"radscale.status": f"failed: {why}"[:5000]})
         tracker.finish(run, "FAILED")

@@ -23,7 +23,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from radscale.config.specs import JobSpec
 from radscale.orchestrate.cost import StopSignal
 from radscale.orchestrate.ingest import decoded_subset_mb, trial_dataset
-from radscale.orchestrate.paths import SweepPaths
+from radscale.orchestrate.paths import SweepPaths, write_json
 from radscale.orchestrate.ray_runtime import train_loop_per_worker
 
 
@@ -75,18 +75,11 @@ def trial_driver(config: dict, job: dict, trials: dict, manifest: str, label_col
                            result.checkpoint)
 
 
-def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    tmp.replace(path)
-
-
 def write_trial_stopped(paths: SweepPaths, trial_id: str, metrics: dict, reason: str, checkpoint) -> None:
     """The marker of a trial that ended before its budget; the sweep reports it, a re-run resumes it."""
-    paths.trial_dir(trial_id).mkdir(parents=True, exist_ok=True)
     clean = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
-    _write_json(paths.stopped_json(trial_id), {"trial_id": trial_id, "reason": reason or "stop requested",
-                                               "metrics": clean, "checkpoint": checkpoint.path})
+    write_json(paths.stopped_json(trial_id), {"trial_id": trial_id, "reason": reason or "stop requested",
+                                              "metrics": clean, "checkpoint": checkpoint.path})
 
 
 def write_trial_result(paths: SweepPaths, trial_id: str, trial: dict, metrics: dict, checkpoint) -> None:
@@ -99,5 +92,5 @@ def write_trial_result(paths: SweepPaths, trial_id: str, trial: dict, metrics: d
     clean = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
     payload = {"trial_id": trial_id, "trial": trial, "metrics": clean, "budget": budget,
                "checkpoint": checkpoint.path}
-    _write_json(paths.result_json(trial_id), payload)
+    write_json(paths.result_json(trial_id), payload)
     paths.stopped_json(trial_id).unlink(missing_ok=True)    # resumed after a stop and now done

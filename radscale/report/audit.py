@@ -68,14 +68,14 @@ def _f(v) -> float:
 def audit_trials(results: pd.DataFrame, hardware: HardwareSpec, tolerance: float = DEVIATION_TOLERANCE) -> Audit:
     """One TrialCost per trial_id in results (by encoder key, size, seed), and the sweep totals over trained trials."""
     gpus = hardware.gpus_per_worker if hardware.use_gpu else 0.0
+    # MFU from the current peak (a free setting on re-runs), so every row is against the same peak
+    peak = hardware.peak_tflops * hardware.num_workers
     rows = []
     if results is not None and not results.empty:
         first = results.drop_duplicates("trial_id").sort_values(["encoder", "objective", "size", "seed", "trial_id"],
                                                                  kind="stable")
         for r in first.to_dict("records"):
             v = {c: _f(r.get(c)) for c in _COLS}
-            # from the current peak (a free setting on re-runs), so every row is against the same peak
-            peak = hardware.peak_tflops * hardware.num_workers
             v["mfu"] = _f(r.get("achieved_tflops")) / peak if peak > 0 else float("nan")
             size = int(r["size"])
             hours, flag = float("nan"), ""

@@ -23,8 +23,9 @@ DS_DIR, DS_TAG = "ds", "state"
 def save_checkpoint(path: str | Path, engine, task, state: BudgetState, trial_meta: dict, is_chief: bool) -> None:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    engine.save_checkpoint(str(path / DS_DIR), tag=DS_TAG, client_state={"task": task.extra_state()})
-    torch.save(task.extra_state(), path / f"task_rank{rank()}.pt")
+    extra = task.extra_state()
+    engine.save_checkpoint(str(path / DS_DIR), tag=DS_TAG, client_state={"task": extra})
+    torch.save(extra, path / f"task_rank{rank()}.pt")
     if is_chief:
         enc = task.eval_encoder()
         torch.save({k: v.detach().cpu() for k, v in enc.state_dict().items()}, path / "encoder.pt")

@@ -84,8 +84,8 @@ def train_step(engine, task: nn.Module, optimizer, train, objective: str, inputs
 
 def compile_encoders(task: nn.Module, mode: str = "default", backend: str = "inductor") -> int:
     """Regional torch.compile, in place, of every image encoder's repeated blocks (ViT blocks, DaViT stages) in
-    the task (student and teacher alike; not MI2's model EMA, which never runs forward); returns the number of
-    compiled blocks.
+    the encoders the task runs forward (`task.forward_encoders()`: DINOv2's student and teacher; not MI2's model
+    EMA, which is only averaged into), else in the whole module; returns the number of compiled blocks.
 
     The tasks call `forward_features`, not `forward`, so compiling the encoder module itself would never run.
     `nn.Module.compile` keeps parameters and state_dict keys (a `torch.compile(m)` wrapper would prefix them
@@ -94,11 +94,8 @@ def compile_encoders(task: nn.Module, mode: str = "default", backend: str = "ind
     if backend not in torch._dynamo.list_backends(exclude_tags=()):
         raise RadscaleError(f"train.compile_backend: unknown backend {backend!r}; e.g. inductor, eager, aot_eager")
     blocks: list[nn.Module] = []
-    ema = getattr(task, "ema_image", None)
-    idle = {id(m) for m in ema.modules()} if ema is not None else set()
-    for m in task.modules():
-        if id(m) in idle:
-            continue
+    roots = task.forward_encoders() if hasattr(task, "forward_encoders") else [task]
+    for m in (m for root in roots for m in root.modules()):
         if isinstance(m, ViTEncoder):
             blocks += list(m.vit.blocks)
         elif isinstance(m, DaViTEncoder):

@@ -140,7 +140,7 @@ def test_model_ema_of_the_image_tower_follows_the_formula_and_is_what_the_trial_
     d_t = min(0.999, (1 + t)/(10 + t)) (warm-up) or 0.999; the EMA, not the trained tower, is saved/evaluated."""
     from radscale.config.specs import ClipSpec, EncoderSpec, TrainSpec
     from radscale.objectives.build import build_task
-    from radscale.objectives.contrastive_task import ema_decay
+    from radscale.objectives.ema import ema_decay
 
     assert [ema_decay(0.999, t, True) for t in (0, 1, 8989, 10**6)] == [0.1, 2 / 11, 8990 / 8999, 0.999]
     assert ema_decay(0.999, 0, False) == 0.999
