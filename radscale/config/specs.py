@@ -244,6 +244,11 @@ class EvalSpec(Spec):
                                                   "stop 10 epochs after the best, never before an epoch with "
                                                   "Dice > 0)")
     seg_lr: float = Field(1e-3, gt=0)
+    seg_repeats: int = Field(3, ge=1, description="the head is fitted from this many seeds (eval.seed, +1, ...) "
+                                                  "and each test image's Dice/clDice is the mean over the fits: "
+                                                  "one fit's Dice spreads by sd ~0.03 over seeds on ~200 "
+                                                  "phantom training images, as much as pretraining moves it "
+                                                  "(docs/SCIENCE.md); 1 = one fit")
     seg_mask_size: int = Field(224, ge=8, description="masks are mapped through the image geometry to "
                                                       "min(encoder input, this) px per side and scored there")
     report_generation: bool = Field(True, description="report-generation probe (rows 'report_generation': label "

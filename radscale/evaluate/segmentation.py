@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -99,6 +100,7 @@ class SegProbe:
     std: np.ndarray
     best_epoch: int
     val_dice: tuple[float, ...]         # macro Dice on probe_val per epoch
+    seed: int = 0                       # of the head's initialisation and batch order
 
     def logits(self, tokens: np.ndarray, size: tuple[int, int], device: str = "cpu") -> torch.Tensor:
         """Tokens [B, P, D] -> logits [B, K, H, W] (gradients flow; caller picks the mode)."""
@@ -216,24 +218,31 @@ def fit_segmentation_probe(train_tokens: np.ndarray, train_masks: np.ndarray, va
             break
     net.load_state_dict(best_state)
     net.eval()
-    return SegProbe(net, head, grid, n_types, mean, std, best_epoch, tuple(history))
+    return SegProbe(net, head, grid, n_types, mean, std, best_epoch, tuple(history), seed)
 
 
-def evaluate_segmentation(probe: SegProbe, tokens: np.ndarray, masks: np.ndarray, groups: np.ndarray,
-                          device_types, n_boot: int, seed: int, *, domain: str = "in-domain",
+def evaluate_segmentation(probes: SegProbe | Sequence[SegProbe], tokens: np.ndarray, masks: np.ndarray,
+                          groups: np.ndarray, device_types, n_boot: int, seed: int, *, domain: str = "in-domain",
                           threshold: float = 0.5, batch_size: int = 32, device: str = "cpu") -> pd.DataFrame:
     """Rows task="segmentation", metric dice|cldice, label = device type or "macro", with patient-clustered
-    95% CIs; the columns match evaluate_classification so both land in one results table."""
+    95% CIs; the columns match evaluate_classification so both land in one results table. Several probes (fits
+    of one head from different seeds): each image's score is their mean, so the rows estimate the probe
+    protocol's Dice rather than one initialisation's (eval.seg_repeats)."""
+    probes = [probes] if isinstance(probes, SegProbe) else list(probes)
+    if not probes:
+        raise RadscaleError("evaluate_segmentation: no probe to score")
+    n_types = probes[0].n_types
     device_types = list(device_types)
-    if len(device_types) != probe.n_types:
-        raise RadscaleError(f"evaluate_segmentation: {len(device_types)} device types for a "
-                            f"{probe.n_types}-type probe")
+    if len(device_types) != n_types or any(p.n_types != n_types for p in probes):
+        raise RadscaleError(f"evaluate_segmentation: {len(device_types)} device types for "
+                            f"{sorted({p.n_types for p in probes})}-type probes")
     groups = np.asarray(groups)
     if len(groups) != len(tokens):
         raise RadscaleError(f"evaluate_segmentation: {len(groups)} patient ids for {len(tokens)} images")
-    scores = segmentation_scores(probe, tokens, masks, threshold, batch_size, device)
+    each = [segmentation_scores(p, tokens, masks, threshold, batch_size, device) for p in probes]
+    scores = {m: np.mean([e[m] for e in each], axis=0) for m in each[0]}   # NaN where the type is absent
     present = np.isfinite(scores["dice"])
-    kept = [k for k in range(probe.n_types) if present[:, k].any()]
+    kept = [k for k in range(n_types) if present[:, k].any()]
     rows = []
     if not kept:
         return pd.DataFrame(rows)

@@ -123,16 +123,17 @@ def segmentation_table(tokens: np.ndarray, meta: pd.DataFrame, masks: SegMasks, 
     tr, va = tr & masks.known, va & masks.known
     if not masks.masks[va].any() or not masks.masks[tr].any():     # nothing to learn or to select an epoch on
         return pd.DataFrame()
-    probe = fit_segmentation_probe(tokens[at[tr]], masks.masks[tr], tokens[at[va]], masks.masks[va],
-                                   patch_grid(tokens.shape[1]), len(DEVICE_TYPES), spec.seg_head, spec.seg_epochs,
-                                   spec.seg_lr, spec.seed, device=device,
-                                   train_annotated=None if masks.annotated is None else masks.annotated[tr])
+    probes = [fit_segmentation_probe(tokens[at[tr]], masks.masks[tr], tokens[at[va]], masks.masks[va],
+                                     patch_grid(tokens.shape[1]), len(DEVICE_TYPES), spec.seg_head, spec.seg_epochs,
+                                     spec.seg_lr, spec.seed + r, device=device,
+                                     train_annotated=None if masks.annotated is None else masks.annotated[tr])
+              for r in range(spec.seg_repeats)]
     patients = meta["patient_id"].to_numpy()
     parts = []
     for dom in sorted(set(domain)):
         te = te_all & (domain == dom) & masks.known
         if te.any():
-            parts.append(evaluate_segmentation(probe, tokens[at[te]], masks.masks[te], patients[te], DEVICE_TYPES,
+            parts.append(evaluate_segmentation(probes, tokens[at[te]], masks.masks[te], patients[te], DEVICE_TYPES,
                                                spec.bootstrap, spec.seed, domain=dom, device=device))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 

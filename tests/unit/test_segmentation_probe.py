@@ -127,6 +127,31 @@ def test_pyramid_head_trains_and_selects_an_epoch():
     assert probe.predict(va[:3], (32, 32)).shape == (3, 2, 32, 32)
 
 
+def test_repeated_fits_are_scored_by_their_mean_per_image():
+    rng = np.random.default_rng(2)
+    tr, tr_m, grid = _synthetic(48, rng)
+    va, va_m, _ = _synthetic(16, rng)
+    te, te_m, _ = _synthetic(24, rng)
+    groups = np.arange(24) // 2
+    fits = [fit_segmentation_probe(tr, tr_m, va, va_m, grid, 2, head="pyramid", epochs=3, lr=1e-2, seed=s)
+            for s in (5, 6)]
+    assert [p.seed for p in fits] == [5, 6]
+    one = [evaluate_segmentation(p, te, te_m, groups, DEVICE_TYPES[:2], n_boot=20, seed=0).set_index(
+        ["metric", "label"]) for p in fits]
+    assert not np.allclose(one[0].value, one[1].value)           # the seeds differ, so averaging matters
+    both = evaluate_segmentation(fits, te, te_m, groups, DEVICE_TYPES[:2], n_boot=20, seed=0).set_index(
+        ["metric", "label"])
+    # Every row averages the same images for both fits, so the mean per image gives the mean of the values.
+    assert np.allclose(both.value, (one[0].value + one[1].value) / 2)
+    assert (both.n_test == one[0].n_test).all()
+    assert (both.loc[("dice", "macro"), "ci_lo"] <= both.loc[("dice", "macro"), "value"]
+            <= both.loc[("dice", "macro"), "ci_hi"])
+    with pytest.raises(RadscaleError, match="no probe"):
+        evaluate_segmentation([], te, te_m, groups, DEVICE_TYPES[:2], n_boot=20, seed=0)
+    with pytest.raises(RadscaleError, match="device types"):
+        evaluate_segmentation(fits, te, te_m, groups, DEVICE_TYPES[:3], n_boot=20, seed=0)
+
+
 def test_early_stop_counts_patience_from_the_first_foreground_epoch():
     assert not should_stop([0.0] * 30, patience=5)               # never predicted foreground: keep going
     assert not should_stop([0.0] * 8 + [0.01, 0.02], patience=5)
