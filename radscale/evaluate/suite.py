@@ -123,11 +123,14 @@ def segmentation_table(tokens: np.ndarray, meta: pd.DataFrame, masks: SegMasks, 
     tr, va = tr & masks.known, va & masks.known
     if not masks.masks[va].any() or not masks.masks[tr].any():     # nothing to learn or to select an epoch on
         return pd.DataFrame()
-    probes = [fit_segmentation_probe(tokens[at[tr]], masks.masks[tr], tokens[at[va]], masks.masks[va],
-                                     patch_grid(tokens.shape[1]), len(DEVICE_TYPES), spec.seg_head, spec.seg_epochs,
-                                     spec.seg_lr, spec.seed + r, device=device,
-                                     train_annotated=None if masks.annotated is None else masks.annotated[tr])
+    # sliced once: each fancy index copies the tokens (GBs at full size), and every repeat reads the same rows
+    fit_data = (tokens[at[tr]], masks.masks[tr], tokens[at[va]], masks.masks[va])
+    annotated = None if masks.annotated is None else masks.annotated[tr]
+    probes = [fit_segmentation_probe(*fit_data, patch_grid(tokens.shape[1]), len(DEVICE_TYPES), spec.seg_head,
+                                     spec.seg_epochs, spec.seg_lr, spec.seed + r, device=device,
+                                     train_annotated=annotated)
               for r in range(spec.seg_repeats)]
+    del fit_data
     patients = meta["patient_id"].to_numpy()
     parts = []
     for dom in sorted(set(domain)):
