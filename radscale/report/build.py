@@ -30,11 +30,18 @@ def _families(spec) -> str:
         out.append("attention pooling on patch tokens")
     if spec.segmentation:
         out.append(f"tube segmentation ({spec.seg_head} head on patch tokens: of the last {spec.seg_layers} "
-                   f"blocks for ViT, of stage {spec.seg_stage} for DaViT; Dice, clDice)")
+                   f"blocks for ViT, of stage {spec.seg_stage} for DaViT; Dice, clDice"
+                   + _seg_fits(spec) + ")")
     if spec.report_generation:
         out.append(f"report generation (decoder: {'small' if spec.report_decoder == 'small' else 'HF causal LM'}; "
                    f"label F1, BLEU-4, ROUGE-L)")
     return "; ".join(out)
+
+
+def _seg_fits(spec) -> str:
+    if spec.seg_repeats == 1:
+        return f", one fit (seed {spec.seed})"
+    return f" per image, mean of {spec.seg_repeats} fits (seeds {spec.seed}..{spec.seed + spec.seg_repeats - 1})"
 
 
 def _header(job: JobSpec, data) -> list[str]:

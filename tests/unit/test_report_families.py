@@ -47,6 +47,15 @@ def test_every_family_gets_a_section_with_its_headline(tmp_path):
         assert f"## {task} — in-domain" in md
     assert (out.parent / "findings_attention-in-domain.png").exists()
     assert "](findings_attention-in-domain.png)" in md
+    assert "Dice, clDice per image, mean of 3 fits (seeds 0..2)" in md     # the methods line says how Dice was got
+
+
+def test_methods_line_names_the_segmentation_fits():
+    from radscale.config.specs import EvalSpec
+    from radscale.report.build import _families
+
+    assert "mean of 4 fits (seeds 7..10)" in _families(EvalSpec(seg_repeats=4, seed=7))
+    assert "Dice, clDice, one fit (seed 3))" in _families(EvalSpec(seg_repeats=1, seed=3))
 
 
 def test_multiplier_plot_draws_curves_beyond_every_cap(tmp_path):
