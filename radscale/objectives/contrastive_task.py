@@ -18,7 +18,7 @@ from radscale.config.specs import ClipSpec
 from radscale.data import transforms as T
 from radscale.models.clip_model import TwoTowerModel
 from radscale.models.text import tokenize
-from radscale.objectives.distributed import all_gather_no_grad, is_distributed, rank
+from radscale.objectives.distributed import gathered_sizes, rank
 from radscale.objectives.ema import ema_decay, ema_update_
 from radscale.objectives.rng import generator_state, restore_generator
 from radscale.objectives.unicl import gather_keys, positives_from_label_sets, unicl_loss
@@ -80,9 +80,8 @@ class ContrastiveTask(nn.Module):
         txt = self.model.encode_text(tokens)
         b = img.shape[0]
         if self.variant == "clip":
-            # one rank: no host round trip (a CUDA .item() would stall the step queue)
-            n = all_gather_no_grad(torch.tensor([b], device=img.device)).sum().item() if is_distributed() else b
-            positives = torch.eye(int(n), dtype=torch.bool, device=img.device)
+            # row counts over the host control group: a device count read back would stall the step queue
+            positives = torch.eye(sum(gathered_sizes(img)), dtype=torch.bool, device=img.device)
             loss = unicl_loss(img, txt, positives, self._scale())
         else:
             # UniCL triplets: (image, its report, -1) and (image, prompt of a sampled label, label index).

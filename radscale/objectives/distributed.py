@@ -20,6 +20,7 @@ __all__ = [
     "all_gather_with_grad",
     "all_reduce_max",
     "all_reduce_sum",
+    "gathered_sizes",
     "is_distributed",
     "rank",
     "set_control_group",
@@ -56,8 +57,11 @@ def rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
-def _gathered_sizes(x: Tensor) -> list[int]:
-    """First-dimension size of ``x`` on every rank (one tiny collective; host-only with a control group)."""
+def gathered_sizes(x: Tensor) -> list[int]:
+    """First-dimension size of ``x`` on every rank, as host ints (one tiny collective; host-only with a control
+    group, so no device sync); ``[len(x)]`` when not distributed."""
+    if not is_distributed():
+        return [x.shape[0]]
     device = "cpu" if _CONTROL is not None else x.device
     local = torch.tensor([x.shape[0]], device=device, dtype=torch.long)
     sizes = [torch.empty_like(local) for _ in range(world_size())]
@@ -79,7 +83,7 @@ def all_gather_no_grad(x: Tensor) -> Tensor:
     """
     if not is_distributed():
         return x.detach()
-    sizes = _gathered_sizes(x)
+    sizes = gathered_sizes(x)
     padded = _pad_rows(x.detach().contiguous(), max(sizes))
     out = [torch.empty_like(padded) for _ in sizes]
     dist.all_gather(out, padded)
@@ -98,7 +102,7 @@ def all_gather_with_grad(x: Tensor) -> Tensor:
         return x
     from torch.distributed.nn.functional import all_gather
 
-    sizes = _gathered_sizes(x)
+    sizes = gathered_sizes(x)
     parts = all_gather(_pad_rows(x, max(sizes)))
     return torch.cat([p[:n] for p, n in zip(parts, sizes)], dim=0)
 

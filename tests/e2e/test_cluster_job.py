@@ -65,6 +65,9 @@ data_cpus = 0.75
 bootstrap = 20
 min_positives = 2
 tasks = ["findings"]
+attention_probe = false                     # about the job and its cost: one linear probe is evaluation enough
+segmentation = false
+report_generation = false
 [cost]
 node_prices = {{ {node_type} = 3600.0 }}   # $1 per second of the (one-node) cluster
 trial_usd_per_hour = 3.6                    # projects (6 s + 0 s overhead) x $0.001/s per trial

@@ -56,6 +56,10 @@ max_failures = 2
 bootstrap = 20
 min_positives = 2
 tasks = ["findings"]
+# these tests are about the trial lifecycle: one linear probe shows a trial was evaluated
+attention_probe = false
+segmentation = false
+report_generation = false
 """
 
 

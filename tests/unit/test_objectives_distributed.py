@@ -77,6 +77,7 @@ def _compute(rank: int) -> dict[str, torch.Tensor]:
     D.set_control_group(dist.new_group(backend="gloo"))
     try:
         control = {"gathered_ctl": D.all_gather_no_grad(local["keys"]),
+                   "sizes_ctl": torch.tensor(D.gathered_sizes(local["img"])),    # CLIP's positives: eye(sum)
                    "agree_ctl": torch.tensor(agree_max([float(rank), 1.0 - rank, 0.5]))}
     finally:
         D.set_control_group(None)
@@ -161,6 +162,8 @@ def test_control_group_carries_row_counts_and_loop_flags(rank_outputs: list, sin
     for o in rank_outputs:
         assert torch.equal(o["gathered_ctl"], single["keys"])     # uneven sizes exchanged on the host
         assert o["agree_ctl"].tolist() == [1.0, 1.0, 0.5]
+        assert o["sizes_ctl"].tolist() == list(ROWS)
+    assert D.gathered_sizes(torch.zeros(sum(ROWS), 4)) == [sum(ROWS)]     # not distributed: the local rows
 
 
 def test_sinkhorn_over_two_ranks_equals_concatenated_batch(rank_outputs: list, single: dict) -> None:
