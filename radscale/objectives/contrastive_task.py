@@ -18,7 +18,8 @@ from radscale.config.specs import ClipSpec
 from radscale.data import transforms as T
 from radscale.models.clip_model import TwoTowerModel
 from radscale.models.text import tokenize
-from radscale.objectives.distributed import gathered_sizes, rank
+from radscale.objectives.clip import clip_loss
+from radscale.objectives.distributed import rank
 from radscale.objectives.ema import ema_decay, ema_update_
 from radscale.objectives.rng import generator_state, restore_generator
 from radscale.objectives.unicl import gather_keys, positives_from_label_sets, unicl_loss
@@ -74,21 +75,19 @@ class ContrastiveTask(nn.Module):
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor, labels: torch.Tensor,
                 progress: float) -> tuple[torch.Tensor, dict]:
-        """Local features in; unicl_loss gathers them across ranks, and the positives are built from keys
+        """Local features in; the losses gather them across ranks, and the positives are built from keys
         gathered in the same rank order."""
         img = self.model.encode_image(self.make_views(images))
         txt = self.model.encode_text(tokens)
-        b = img.shape[0]
         if self.variant == "clip":
-            # row counts over the host control group: a device count read back would stall the step queue
-            positives = torch.eye(sum(gathered_sizes(img)), dtype=torch.bool, device=img.device)
-            loss = unicl_loss(img, txt, positives, self._scale())
+            # targets are the gathered rows' own indices: no row counts, no positives matrix, no host read
+            loss = clip_loss(img, txt, self._scale())
         else:
             # UniCL triplets: (image, its report, -1) and (image, prompt of a sampled label, label index).
             prompt_tokens, key = self._sample_prompts(labels)
             pos = labels > 0
             image_labels = torch.cat([pos, ~pos.any(1, keepdim=True)], dim=1)    # last column = no finding
-            ids = torch.arange(b, device=img.device) + rank() * 10**6
+            ids = torch.arange(img.shape[0], device=img.device) + rank() * 10**6
             texts = torch.cat([txt, self.model.encode_text(prompt_tokens)])
             text_labels = torch.cat([torch.full_like(key, -1), key])
             g_labels, g_text_labels, g_ids, g_keys = gather_keys(
