@@ -66,16 +66,18 @@ class DeviceQueue:
 
 def run_budgeted_loop(*, stream: BatchStream, clock: BudgetClock, step: StepFn, agree: Agree,
                       report: ReportFn, settings: LoopSettings, is_chief: bool,
-                      wall: Callable[[], float] = time.monotonic, first_step_s: float = 0.0,
-                      first_step_samples: int = 0, end_requested: Callable[[], bool] | None = None,
+                      wall: Callable[[], float] = time.monotonic, first_step_samples: int = 0,
+                      end_requested: Callable[[], bool] | None = None,
                       device: DeviceQueue | None = None) -> dict:
     """Runs until rank 0 says the budget is spent or an end was requested; returns the final metrics (already
     reported). `end_requested` is read every iteration, so it must be cheap (poll storage elsewhere).
 
     Invariant (tested): |train_s - budget| <= max_step_s + batch_wait_s — the stop is decided before a step
-    from the running step-time estimate, and a wait for data is bounded.
+    from the running step-time estimate, and a wait for data is bounded (a loaded machine may wake it late).
 
-    `first_step_s` / `first_step_samples` (the warm-up step) seed the step-size estimate of the stop rule.
+    The step-time estimate starts from the loop's own first step, timed with the device synced: the caller's
+    warm-up step carries one-off costs (allocation, autotuning, compilation) and, seeding the midpoint rule, ended
+    runs up to half of it early. `first_step_samples` (the batch size: exact) seeds the sample estimate.
 
     `device` paces the host against an asynchronous device (see `DeviceQueue`): steps do not synchronise
     (their metrics stay device tensors until a report), the host runs at most one step ahead, and the loop
@@ -84,7 +86,7 @@ def run_budgeted_loop(*, stream: BatchStream, clock: BudgetClock, step: StepFn, 
     state = clock.state
     device = device or DeviceQueue(None)
     batch = None
-    step_s = first_step_s              # EMA of step duration, for the midpoint stop rule
+    step_s = 0.0                       # EMA of step duration, for the midpoint stop rule (0: none timed yet)
     step_samples = first_step_samples
     max_step_s = 0.0
     last_report = last_ckpt = wall()
@@ -118,9 +120,10 @@ def run_budgeted_loop(*, stream: BatchStream, clock: BudgetClock, step: StepFn, 
                 last_ckpt = last_report
         if not_ready:
             continue
-        # Within three steps of the end (the host is up to one ahead), time steps truly: drain what is queued
-        # (budget time, but no step's), then wait for this step's kernels.
-        near_end = clock.should_stop(6 * step_s, 6 * step_samples, 6 * step_samples * settings.flops_per_sample)
+        # The first step and those within three of the end (the host is up to one ahead) are timed truly: drain
+        # what is queued (budget time, but no step's), then wait for this step's kernels.
+        near_end = step_s == 0 or clock.should_stop(6 * step_s, 6 * step_samples,
+                                                    6 * step_samples * settings.flops_per_sample)
         if near_end:
             device.sync()
         t = wall()

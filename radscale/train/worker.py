@@ -161,10 +161,8 @@ def train_trial(job: JobSpec, trial: TrialSpec, subset_size: int, runtime: Runti
             return out
 
         # Warm-up step on the first batch: compile/allocation costs land in startup_s, not in the budget.
-        t_warm = time.monotonic()
         warm = step(first, clock.progress())
         device.sync()                         # compilation and allocation are done before the clock starts
-        warm_s = time.monotonic() - t_warm
         warm_samples = warm.pop("samples")
         state.samples += warm_samples
         state.warmup_samples += warm_samples
@@ -192,8 +190,6 @@ def train_trial(job: JobSpec, trial: TrialSpec, subset_size: int, runtime: Runti
                                 peak_flops=job.hardware.peak_tflops * 1e12 * runtime.world_size)
         return run_budgeted_loop(stream=stream, clock=clock, step=step, agree=runtime.agree, report=report,
                                  settings=settings, is_chief=runtime.rank == 0, device=device,
-                                 # a compiling warm-up step is no estimate of a step: it would stop the loop early
-                                 first_step_s=0.0 if train.compile else warm_s,
                                  first_step_samples=warm_samples,
                                  end_requested=end_requested if runtime.rank == 0 else None)
     finally:

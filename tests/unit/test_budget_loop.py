@@ -42,7 +42,7 @@ def _run(budget, step_s, clock, stream=None, state=None, agree=None, chief=True,
     final = run_budgeted_loop(stream=stream or FakeStream(clock), clock=c, step=step,
                               agree=agree or (lambda f: list(f)), report=lambda m, ck: reports.append((m, ck)),
                               settings=LoopSettings(report_every_s=report_every, subset_size=80), is_chief=chief,
-                              wall=clock, first_step_s=step_s, first_step_samples=8)
+                              wall=clock, first_step_samples=8)
     return c, final, reports
 
 
@@ -130,5 +130,5 @@ def test_stop_invariant_with_spiky_steps():
 
         final = run_budgeted_loop(stream=FakeStream(clock), clock=c, step=step, agree=list,
                                   report=lambda m, ck: None, settings=LoopSettings(), is_chief=True, wall=clock,
-                                  first_step_s=0.1, first_step_samples=1)
+                                  first_step_samples=1)
         assert abs(final["train_s"] - 5.0) <= final["max_step_s"] + 1e-9

@@ -61,7 +61,7 @@ def test_compiled_trial_trains_and_its_checkpoint_loads_into_a_plain_encoder(tmp
     assert counters["stats"]["calls_captured"] > captured          # Dynamo did run the blocks
     # The compiling warm-up step is startup, and it does not stop the loop early (it seeds no step estimate).
     assert final["steps"] >= 3 and final["startup_s"] > 0 and np.isfinite(final["loss"])
-    assert abs(final["train_s"] - 2.0) <= final["max_step_s"] + 0.25 + 1e-6
+    assert abs(final["train_s"] - 2.0) <= final["max_step_s"] + 0.25 + 0.1      # + a late wake under load
     _, plain_ckpt = _trial(tmp_path / "plain", False)
     compiled_state = torch.load(ckpt / "encoder.pt")
     assert list(compiled_state) == list(torch.load(plain_ckpt / "encoder.pt"))
@@ -87,7 +87,7 @@ def test_a_slow_compiling_warm_up_lands_in_startup_and_does_not_cut_the_budget(t
     final, _ = _trial(tmp_path, True)
     assert final["startup_s"] >= 4.5
     # Seeded with the 4.5 s warm-up as a step estimate, the stop rule would end the 2 s budget before any step.
-    assert abs(final["train_s"] - 2.0) <= final["max_step_s"] + 0.25 + 1e-6
+    assert abs(final["train_s"] - 2.0) <= final["max_step_s"] + 0.25 + 0.1      # + a late wake under load
 
 
 @pytest.mark.parametrize("encoder,objective,blocks", [("rad-dino-tiny", "dinov2", 2 * 4), ("mi2-tiny", "unicl", 4)])

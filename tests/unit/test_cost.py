@@ -285,7 +285,7 @@ def _loop(clock, budget, end_after=None, report_cost_s=0.0, chief=True, agree=No
     final = run_budgeted_loop(
         stream=type("S", (), {"get": lambda self, timeout: {"x": 1}})(), clock=c, step=step,
         agree=agree or list, report=report, is_chief=chief, wall=clock,
-        settings=LoopSettings(report_every_s=1.0, checkpoint_every_s=2.0), first_step_s=0.5, first_step_samples=4,
+        settings=LoopSettings(report_every_s=1.0, checkpoint_every_s=2.0), first_step_samples=4,
         end_requested=(lambda: steps[0] >= end_after) if end_after else None)
     return final, reports
 
