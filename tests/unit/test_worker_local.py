@@ -1,5 +1,6 @@
 """The worker loop in-process (no Ray): real DeepSpeed engine (ZeRO-2, gloo, CPU), real tiny encoders."""
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -94,8 +95,6 @@ def test_restart_resumes_weights_and_clock(objective, tmp_path):
 def test_a_slow_warm_up_step_does_not_end_the_budget_early(tmp_path, monkeypatch):
     """The warm-up step's one-off costs are no step estimate. Seeded with it, the stop rule ended a resumed 2 s
     remainder 0.92 s early on a loaded machine; here a 4.5 s warm-up ended a 2 s budget before any step."""
-    import time
-
     from radscale.train import worker
 
     calls = []
