@@ -122,14 +122,14 @@ def run_budgeted_loop(*, stream: BatchStream, clock: BudgetClock, step: StepFn, 
             continue
         # The first step and those within three of the end (the host is up to one ahead) are timed truly: drain
         # what is queued (budget time, but no step's), then wait for this step's kernels.
-        near_end = step_s == 0 or clock.should_stop(6 * step_s, 6 * step_samples,
-                                                    6 * step_samples * settings.flops_per_sample)
-        if near_end:
+        timed = step_s == 0 or clock.should_stop(6 * step_s, 6 * step_samples,
+                                                 6 * step_samples * settings.flops_per_sample)
+        if timed:
             device.sync()
         t = wall()
         out = step(batch, clock.progress())
         batch = None
-        if near_end:
+        if timed:
             device.sync()
         else:
             device.step_launched()

@@ -77,7 +77,7 @@ def _compute(rank: int) -> dict[str, torch.Tensor]:
     D.set_control_group(dist.new_group(backend="gloo"))
     try:
         control = {"gathered_ctl": D.all_gather_no_grad(local["keys"]),
-                   "sizes_ctl": torch.tensor(D.gathered_sizes(local["img"])),    # CLIP's positives: eye(sum)
+                   "sizes_ctl": torch.tensor(D.gathered_sizes(local["img"])),    # the padded gathers' row counts
                    "agree_ctl": torch.tensor(agree_max([float(rank), 1.0 - rank, 0.5]))}
     finally:
         D.set_control_group(None)
